@@ -1,0 +1,26 @@
+"""A folder of class subfolders (`root/CLASS/*.png`), any image format Pillow reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgsweep.data.images import ImageSet, existing_folder, image_set, is_ignorable, read_grayscale
+from pgsweep.errors import DataError
+
+
+def load_folder(root: str | Path | None, image_size: int = 60) -> ImageSet:
+    """One subfolder per class, named by the class; classes are sorted by name."""
+    folder = existing_folder(root, "image")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"no class subfolders in {folder} (expected {folder}/CLASS/IMAGE)")
+    arrays, labels, sources = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.is_file() and not is_ignorable(p))
+        if not files:
+            raise DataError(f"class folder has no images: {class_dir}")
+        for path in files:
+            arrays.append(read_grayscale(path))
+            labels.append(label)
+            sources.append(f"{class_dir.name}/{path.name}")
+    return image_set(arrays, labels, [d.name for d in class_dirs], sources, image_size)

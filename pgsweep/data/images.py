@@ -1,0 +1,118 @@
+"""Reading image files into grayscale arrays, and what every loader shares."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from pgsweep.errors import DataError
+
+# Files that sit beside images in real dataset folders and are not images.
+_NON_IMAGE_SUFFIXES = {
+    ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".yaml", ".yml", ".ini",
+    ".db", ".pdf", ".html", ".htm", ".xml", ".zip", ".tar", ".gz", ".sha256", ".md5",
+}
+_NON_IMAGE_NAMES = {"readme", "license", "sha256sums", "md5sums", "thumbs.db", "checksums"}
+
+
+def is_ignorable(path: Path) -> bool:
+    """True for hidden files and documentation/checksum files that live beside images."""
+    name = path.name.lower()
+    return (
+        name.startswith(".")
+        or name in _NON_IMAGE_NAMES
+        or name.split(".")[0] in _NON_IMAGE_NAMES
+        or path.suffix.lower() in _NON_IMAGE_SUFFIXES
+    )
+
+
+def read_grayscale(path: Path) -> np.ndarray:
+    """Decode an image file to a (H, W) uint8 array; fail with one line naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated file fails here and not later
+            return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+
+
+def resize_unit(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """(H, W) uint8 or float array -> (image_size, image_size) float32 in [0, 1]."""
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="L").resize(
+        (image_size, image_size), Image.Resampling.BILINEAR
+    )
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def content_id(pixels: np.ndarray) -> str:
+    """Hash of the decoded pixels: equal for identical images, even if the files differ."""
+    digest = hashlib.sha256()
+    digest.update(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """A labelled image collection, all in memory (the datasets here are small).
+
+    images:      (N, 1, S, S) float32 in [0, 1]
+    labels:      (N,) int64 class index into class_names
+    class_names: name of each class, index order
+    sources:     where each image came from (file name, or dataset[index])
+    content_ids: hash of the decoded pixels; identical images share one
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    sources: tuple[str, ...]
+    content_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def image_set(
+    arrays: list[np.ndarray],
+    labels: list[int],
+    class_names: list[str],
+    sources: list[str],
+    image_size: int,
+) -> ImageSet:
+    """Build an ImageSet from decoded (H, W) arrays at their original resolution."""
+    if image_size < 8:
+        raise DataError(f"data.image_size must be at least 8 pixels, got {image_size}")
+    resized = np.stack([resize_unit(a, image_size) for a in arrays])  # (N, S, S)
+    return ImageSet(
+        images=torch.from_numpy(resized).unsqueeze(1),  # (N, 1, S, S)
+        labels=torch.tensor(labels, dtype=torch.int64),
+        class_names=tuple(class_names),
+        sources=tuple(sources),
+        content_ids=tuple(content_id(a) for a in arrays),
+    )
+
+
+def existing_folder(root: str | Path | None, what: str) -> Path:
+    """The dataset root as a Path, or one clear error if it is unset, missing or empty."""
+    if root is None or str(root).strip() in ("", "???"):
+        raise DataError(f"data.root is not set: pass data.root=PATH to the {what} folder")
+    path = Path(str(root)).expanduser()
+    if not path.exists():
+        raise DataError(f"data.root: folder not found: {path}")
+    if not path.is_dir():
+        raise DataError(f"data.root: not a folder: {path}")
+    if not any(path.iterdir()):
+        raise DataError(f"data.root: folder is empty: {path}")
+    return path

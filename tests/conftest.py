@@ -1,0 +1,72 @@
+"""Shared fixtures: the real Yale copy, generated Yale-style folders, composed configs."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from pgsweep.cli import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+YALE_ROOT = Path(os.environ.get("PGSWEEP_YALE_ROOT", REPO.parent / "shared" / "data" / "yalefaces"))
+
+
+@pytest.fixture(scope="session")
+def yale_root() -> Path:
+    """The real Yale faces (../shared/data/yalefaces). CI sets PGSWEEP_REQUIRE_YALE=1,
+    so there a missing copy fails instead of skipping."""
+    if not (YALE_ROOT / "subject01.happy").exists():
+        if os.environ.get("PGSWEEP_REQUIRE_YALE"):
+            pytest.fail(f"Yale faces not found at {YALE_ROOT}")
+        pytest.skip(f"Yale faces not found at {YALE_ROOT} (set PGSWEEP_YALE_ROOT)")
+    return YALE_ROOT
+
+
+def write_gif(path: Path, seed: int, size: tuple[int, int] = (32, 24)) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(path, format="GIF")
+
+
+@pytest.fixture
+def yale_like(tmp_path: Path):
+    """Write a small folder in the Yale naming: 3 subjects x 4 conditions, GIF bytes."""
+
+    def make(names: list[str] | None = None, *, suffix: str = "") -> Path:
+        root = tmp_path / f"yale{random.randrange(10**9)}"
+        root.mkdir()
+        if names is None:
+            names = [
+                f"subject{s:02d}.{c}"
+                for s in (1, 2, 3)
+                for c in ("happy", "sad", "normal", "wink")
+            ]
+        for seed, name in enumerate(names):
+            write_gif(root / f"{name}{suffix}", seed)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path):
+    """Compose the real config tree with overrides, tracking into a temp SQLite store."""
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(
+                config_name="config",
+                overrides=[
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                    "trainer.progress_bar=false",
+                    *overrides,
+                ],
+            )
+
+    return make
