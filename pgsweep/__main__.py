@@ -1,0 +1,3 @@
+from pgsweep.cli import main
+
+main()

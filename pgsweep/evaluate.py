@@ -1,0 +1,64 @@
+"""Classification error of a trained model on a set of images (plain torch, no Lightning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """Error and loss on one split; `wrong` names the misclassified images."""
+
+    split: str
+    images: int
+    misclassified: int
+    error: float
+    loss: float
+    wrong: tuple[str, ...]
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        name = f"{prefix}{self.split}"
+        return {
+            f"{name}_error": self.error,
+            f"{name}_loss": self.loss,
+            f"{name}_misclassified": float(self.misclassified),
+        }
+
+
+@torch.no_grad()
+def predict_logits(network: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, num_classes) logits, in eval mode, on the network's device."""
+    network.eval()
+    parameter = next(network.parameters())
+    chunks = [
+        network(images[start : start + batch_size].to(parameter.device, parameter.dtype)).cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def error_report(
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sources: tuple[str, ...] | list[str],
+    split: str,
+) -> ErrorReport:
+    """Top-1 error and mean cross-entropy of `network` on (images, labels)."""
+    if len(labels) == 0:
+        return ErrorReport(split, 0, 0, float("nan"), float("nan"), ())
+    logits = predict_logits(network, images)  # (N, num_classes)
+    wrong = (logits.argmax(dim=1) != labels).numpy()
+    return ErrorReport(
+        split=split,
+        images=len(labels),
+        misclassified=int(wrong.sum()),
+        error=float(wrong.mean()),
+        loss=float(F.cross_entropy(logits.float(), labels)),
+        wrong=tuple(np.asarray(sources, dtype=object)[wrong].tolist()),
+    )

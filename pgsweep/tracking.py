@@ -1,0 +1,185 @@
+"""Everything MLflow: runs, params, metrics, artifacts, and finding saved models.
+
+This is the only module that imports mlflow. Workers compute and return; the
+driver logs through a Tracker. A local SQLite store takes one writer at a time;
+an MLflow tracking server (tracking.uri=http://host:port) takes many.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from pgsweep.errors import ConfigError, ModelError
+from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT_DIR = "model"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
+_BATCH = 100  # MLflow's limit on params per log_batch call
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "pgsweep"
+    artifact_location: str | None = None  # default: mlartifacts/ beside a local SQLite store
+    run_name: str | None = None
+
+    def validate(self) -> None:
+        if not self.uri or "://" not in self.uri and not self.uri.startswith("databricks"):
+            raise ConfigError(
+                f"tracking.uri '{self.uri}' is not a URI; use sqlite:///PATH.db or http://HOST:PORT"
+            )
+        if not self.experiment:
+            raise ConfigError("tracking.experiment must be a non-empty name")
+
+
+def _local_db_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, if a server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise ConfigError(f"cannot reach the MLflow server at tracking.uri={uri}: {error}") from None
+
+
+def _prepare_store(settings: TrackingSettings) -> tuple[MlflowClient, str | None]:
+    """A client for the store, and the artifact location new experiments get."""
+    settings.validate()
+    _check_reachable(settings.uri)
+    artifact_location = settings.artifact_location
+    db = _local_db_path(settings.uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if artifact_location is None:
+            artifact_location = str(db.resolve().parent / "mlartifacts")
+    if artifact_location and "://" not in artifact_location:
+        artifact_location = Path(artifact_location).expanduser().resolve().as_uri()
+    return MlflowClient(tracking_uri=settings.uri), artifact_location
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
+    """{"data": {"root": "x"}} -> {"data.root": "x"}; lists and None as text."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = str(value)[:_MAX_PARAM_VALUE]
+    return flat
+
+
+class Tracker:
+    """One MLflow run; the driver's handle for logging results."""
+
+    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        items = [Param(key, str(value)[:_MAX_PARAM_VALUE]) for key, value in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        timestamp = int(time.time() * 1000)
+        items = [
+            Metric(key, float(value), timestamp, step)
+            for key, value in metrics.items()
+            if value is not None and not math.isnan(float(value))
+        ]
+        for start in range(0, len(items), _BATCH * 10):
+            self.client.log_batch(self.run_id, metrics=items[start : start + _BATCH * 10])
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_model(self, model: TrainedModel) -> str:
+        """Store the model file as an artifact; returns the URI later stages load it from."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = model.save(Path(folder) / MODEL_FILE)
+            self.log_file(path, MODEL_ARTIFACT_DIR)
+        return f"runs:/{self.run_id}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
+
+
+@contextmanager
+def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
+    """Start a run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises."""
+    client, artifact_location = _prepare_store(settings)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        experiment_id = client.create_experiment(settings.experiment, artifact_location=artifact_location)
+    else:
+        experiment_id = experiment.experiment_id
+    run = client.create_run(experiment_id, run_name=settings.run_name, tags=dict(tags or {}))
+    run_id = run.info.run_id
+    log.info("MLflow run %s (experiment '%s', %s)", run_id, settings.experiment, settings.uri)
+    try:
+        yield Tracker(client, run_id, settings.uri)
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def resolve_model(ref: str, tracking_uri: str) -> TrainedModel:
+    """Load a model from a file path, an MLflow run id, or any MLflow artifact URI.
+
+    `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`.
+    """
+    ref = str(ref).strip()
+    if not ref:
+        raise ModelError("model_ref is empty: give an MLflow run id, a runs:/ URI, or a model file")
+    local = Path(ref).expanduser()
+    if local.exists():
+        return TrainedModel.load(local / MODEL_FILE if local.is_dir() else local)
+    if _RUN_ID.match(ref):
+        ref = f"runs:/{ref}"
+    if "://" not in ref and not ref.startswith(("runs:/", "models:/")):
+        raise ModelError(f"model_ref '{ref}': no such file, and not a run id or artifact URI")
+    if re.match(r"^runs:/[0-9a-f]{32}/?$", ref):
+        ref = f"{ref.rstrip('/')}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
+    _check_reachable(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            downloaded = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=folder, tracking_uri=tracking_uri)
+            )
+        except Exception as error:  # MLflow raises several types for a missing run or path
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ModelError(f"cannot fetch model '{ref}' from {tracking_uri}: {message}") from None
+        return TrainedModel.load(downloaded / MODEL_FILE if downloaded.is_dir() else downloaded)

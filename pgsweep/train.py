@@ -1,0 +1,160 @@
+"""Fit the thesis convnet on an ImageSet split with Lightning; returns the model in eval mode."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pgsweep.data import ImageSet, Split
+from pgsweep.errors import ConfigError
+from pgsweep.evaluate import ErrorReport, error_report
+from pgsweep.models.checkpoint import TrainedModel
+from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
+from pgsweep.models.lightning import ClassifierModule
+
+log = logging.getLogger(__name__)
+
+EpochSink = Callable[[dict[str, float], int], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    max_epochs: int = 250
+    batch_size: int = 16
+    learning_rate: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    accelerator: str = "cpu"
+    progress_bar: bool = False
+
+    def validate(self) -> None:
+        if self.max_epochs < 1:
+            raise ConfigError(f"trainer.max_epochs must be >= 1, got {self.max_epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"trainer.batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("trainer.momentum and trainer.weight_decay must be >= 0")
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got '{self.accelerator}'")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    epochs: int
+    seconds: float
+    train: ErrorReport
+    test: ErrorReport
+    val: ErrorReport | None
+
+
+class _EpochMetrics(pl.Callback):
+    """Hands each epoch's aggregated metrics to a sink (the tracker), step = epoch number."""
+
+    def __init__(self, sink: EpochSink) -> None:
+        self.sink = sink
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        self.sink(metrics, trainer.current_epoch + 1)
+
+
+def _loader(images: ImageSet, indices, batch_size: int, shuffle: bool) -> DataLoader:
+    dataset = TensorDataset(images.images[indices], images.labels[indices])
+    # in-memory tensors: worker processes would only add start-up time
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def train_model(
+    images: ImageSet,
+    split: Split,
+    architecture: ConvNetSpec,
+    settings: TrainSettings,
+    on_epoch_end: EpochSink | None = None,
+    provenance: dict | None = None,
+) -> tuple[TrainedModel, TrainReport]:
+    """Train from scratch, seeded and deterministic on CPU; test error measured at the end.
+
+    The data-dependent parts of the architecture (classes, input size, pixel mean/std
+    of the training split) are filled in here, so `architecture` only carries the
+    layer choices. The per-epoch held-out curve runs on the val split, or on the
+    test split when there is none (no model selection is done on it).
+    """
+    settings.validate()
+    _quiet_lightning()
+    train_pixels = images.images[split.train]
+    spec = replace(
+        architecture,
+        num_classes=len(images.class_names),
+        input_size=images.image_size,
+        in_channels=int(images.images.shape[1]),
+        input_mean=float(train_pixels.mean()),
+        input_std=float(train_pixels.std().clamp_min(1e-6)),
+    )
+    spec.validate()
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    network = ThesisConvNet(spec)
+    heldout_name, heldout = ("val", split.val) if len(split.val) else ("test", split.test)
+    module = ClassifierModule(
+        network,
+        learning_rate=settings.learning_rate,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        heldout_name=heldout_name,
+    )
+    trainer = pl.Trainer(
+        max_epochs=settings.max_epochs,
+        accelerator=settings.accelerator,
+        devices=1,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=settings.progress_bar,
+        callbacks=[_EpochMetrics(on_epoch_end)] if on_epoch_end else [],
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    started = time.perf_counter()
+    trainer.fit(
+        module,
+        train_dataloaders=_loader(images, split.train, settings.batch_size, shuffle=True),
+        val_dataloaders=_loader(images, heldout, 256, shuffle=False),
+    )
+    seconds = time.perf_counter() - started
+    network = network.cpu().eval()
+
+    def report(indices, name: str) -> ErrorReport:
+        sources = [images.sources[i] for i in indices]
+        return error_report(network, images.images[indices], images.labels[indices], sources, name)
+
+    result = TrainReport(
+        epochs=trainer.current_epoch,
+        seconds=seconds,
+        train=report(split.train, "train"),
+        test=report(split.test, "test"),
+        val=report(split.val, "val") if len(split.val) else None,
+    )
+    log.info(
+        "trained %d epochs in %.1fs: train error %.4f, test error %.4f (%d of %d)",
+        result.epochs, seconds, result.train.error, result.test.error,
+        result.test.misclassified, result.test.images,
+    )
+    return TrainedModel(network, images.class_names, dict(provenance or {})), result

@@ -1,0 +1,254 @@
+"""Training through the real Hydra config tree into a temporary MLflow store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pgsweep.errors import ConfigError, DataError, ModelError, PgsweepError
+from pgsweep.pipeline import read_settings, run_pipeline
+from pgsweep.tracking import resolve_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _uri(cfg) -> str:
+    return cfg.tracking.uri
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch digits run shared by the tests that inspect it."""
+    from hydra import compose, initialize_config_dir
+
+    from pgsweep.cli import config_dir
+
+    folder = tmp_path_factory.mktemp("trained")
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"tracking.uri=sqlite:///{folder}/mlflow.db", "trainer.progress_bar=false",
+            "trainer.max_epochs=2",
+        ])
+    return cfg, run_pipeline(cfg)
+
+
+def test_run_has_params_metrics_config_and_model(trained):
+    cfg, result = trained
+    client = MlflowClient(_uri(cfg))
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["data.name"] == "digits"
+    assert params["trainer.max_epochs"] == "2"
+    assert params["trainer.learning_rate"] == "0.1"
+    assert params["model.conv_channels"] == "[5, 8, 10]"
+    assert params["split.test"] == "449" and params["split.heldout_curve"] == "val"
+    for name in ("train_loss", "train_error", "val_loss", "val_error"):
+        history = client.get_metric_history(result.run_id, name)
+        assert sorted(m.step for m in history) == [1, 2], name
+    metrics = run.data.metrics
+    assert 0.0 <= metrics["final_test_error"] < 0.5  # 10 classes: chance is 0.9
+    assert metrics["final_test_misclassified"] == round(metrics["final_test_error"] * 449)
+    assert {"final_train_error", "final_val_error", "final_test_loss"} <= set(metrics)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "model", "errors"} <= artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "model")] == ["model/pgsweep-model.pt"]
+    config_text = Path(client.download_artifacts(result.run_id, "config.yaml")).read_text()
+    assert "max_epochs: 2" in config_text and "hydra" not in config_text
+
+
+def test_model_loads_back_by_run_id_uri_and_path(trained, tmp_path):
+    cfg, result = trained
+    x = torch.rand(5, 1, 60, 60)
+    expected = result.model.network(x)
+    for ref in (result.run_id, f"runs:/{result.run_id}", result.model_uri):
+        loaded = resolve_model(ref, _uri(cfg))
+        assert torch.allclose(loaded.network(x), expected)
+        assert loaded.class_names == tuple(str(d) for d in range(10))
+        assert len(loaded.provenance["test_sources"]) == 449
+    path = MlflowClient(_uri(cfg)).download_artifacts(result.run_id, "model/pgsweep-model.pt", str(tmp_path))
+    assert torch.allclose(resolve_model(path, _uri(cfg)).network(x), expected)
+    with pytest.raises(ModelError, match="cannot fetch model"):
+        resolve_model("0" * 32, _uri(cfg))
+    with pytest.raises(ModelError, match="no such file"):
+        resolve_model("nowhere/model.pt", _uri(cfg))
+
+
+def test_evaluate_stage_queries_a_trained_model(trained, compose_config):
+    cfg, result = trained
+    evaluation = run_pipeline(
+        compose_config("stages=[evaluate]", f"model_ref={result.run_id}", f"tracking.uri={_uri(cfg)}")
+    )
+    reports = evaluation.reports["evaluate"]
+    train_report = result.reports["train"]
+    assert reports["test"].error == pytest.approx(train_report.test.error)
+    assert reports["test"].wrong == train_report.test.wrong
+    assert evaluation.model_uri == result.run_id
+
+
+def test_training_is_deterministic(compose_config, trained):
+    cfg, first = trained
+    again = run_pipeline(compose_config("trainer.max_epochs=2"))
+    for a, b in zip(first.model.network.parameters(), again.model.network.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_failed_run_is_marked_failed(compose_config, monkeypatch):
+    cfg = compose_config("trainer.max_epochs=1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr("pgsweep.pipeline.train_model", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_pipeline(cfg)
+    (run,) = _runs(_uri(cfg))
+    assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (["data=yale"], DataError, "data.root is not set"),
+        (["data=yale", "data.root=/no/such/folder"], DataError, "folder not found: /no/such/folder"),
+        (["stages=[train,bogus]"], ConfigError, "unknown stage 'bogus'"),
+        (["trainer.max_epochs=0"], ConfigError, "trainer.max_epochs must be >= 1"),
+        (["trainer.max_epochs=ten"], ConfigError, "trainer.max_epochs must be int"),
+        (["data.image_size=16"], ConfigError, "shrinks to nothing"),
+        (["data.test_fraction=1.5"], DataError, "split fractions"),
+        (["stages=[evaluate]"], ConfigError, "set model_ref"),
+        (["stages=[evaluate]", "model_ref=/no/model.pt"], ModelError, "no such file"),
+        (["model_ref=abc"], ConfigError, "drop one of them"),
+        (["tracking.uri=mlflow.db"], ConfigError, "not a URI"),
+        (["tracking.uri=http://127.0.0.1:9"], ConfigError, "cannot reach the MLflow server"),
+    ],
+)
+def test_bad_input_fails_before_any_run(compose_config, overrides, error, message):
+    cfg = compose_config(*overrides)
+    with pytest.raises(error, match=message):
+        run_pipeline(cfg)
+    store = Path(cfg.tracking.uri.removeprefix("sqlite:///"))
+    assert not store.exists() or _runs(cfg.tracking.uri) == []
+
+
+def test_model_with_other_classes_is_rejected(trained, compose_config, yale_like):
+    cfg, result = trained
+    root = yale_like()
+    with pytest.raises(ModelError, match="classes"):
+        run_pipeline(compose_config("data=yale", f"data.root={root}", "stages=[evaluate]",
+                                    f"model_ref={result.run_id}", f"tracking.uri={_uri(cfg)}"))
+
+
+def test_every_experiment_composes(compose_config, yale_root):
+    experiments = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+    assert "thesis_yale" in experiments
+    for name in experiments:
+        settings = read_settings(compose_config(f"experiment={name}", f"data.root={yale_root}"))
+        assert settings.trainer.max_epochs >= 1
+    thesis = read_settings(compose_config("experiment=thesis_yale", f"data.root={yale_root}"))
+    assert thesis.data.name == "yale" and thesis.trainer.max_epochs == 250
+    assert thesis.trainer.learning_rate == 0.1 and thesis.architecture.conv_channels == (5, 8, 10)
+
+
+def test_thesis_experiment_trains_on_real_yale(compose_config, yale_root):
+    cfg = compose_config("experiment=thesis_yale", f"data.root={yale_root}", "trainer.max_epochs=2")
+    result = run_pipeline(cfg)
+    report = result.reports["train"]
+    assert report.test.images == 41 and report.train.images == 124 and report.val is None
+    run = MlflowClient(cfg.tracking.uri).get_run(result.run_id)
+    assert run.data.params["split.duplicate_groups"] == "9"
+    assert run.data.params["split.heldout_curve"] == "test"
+    history = MlflowClient(cfg.tracking.uri).get_metric_history(result.run_id, "test_error")
+    assert [m.step for m in history] == [1, 2]  # no val split: the held-out curve is the test split
+    assert run.data.metrics["final_test_error"] == pytest.approx(history[-1].value)
+    assert result.model.class_names[0] == "subject01"
+
+
+# ---------------------------------------------------------------- the console script
+
+def _pgsweep(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("pgsweep")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pgsweep"]
+    return subprocess.run(
+        [*command, *overrides], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_console_script_trains_into_local_sqlite(tmp_path):
+    done = _pgsweep(tmp_path, "trainer.max_epochs=1", "trainer.progress_bar=false")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
+    (run,) = _runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FINISHED" and "final_test_error" in run.data.metrics
+    assert list((tmp_path / "outputs").rglob("config.yaml"))  # Hydra's own record of the job
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data=yale", "data.root=/no/such/folder"], "pgsweep: error: data.root: folder not found"),
+        (["stages=[fly]"], "pgsweep: error: stages: unknown stage 'fly'"),
+    ],
+)
+def test_console_script_reports_bad_input_in_one_line(tmp_path, overrides, message):
+    done = _pgsweep(tmp_path, *overrides)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [errors[0]] and errors[0].startswith(message), done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_training_logs_to_a_real_mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+        done = _pgsweep(workdir, f"tracking.uri={uri}", "trainer.max_epochs=1", "trainer.progress_bar=false")
+        assert done.returncode == 0, done.stderr
+        assert not (workdir / "mlflow.db").exists()
+        (run,) = _runs(uri)
+        assert run.info.status == "FINISHED" and "final_test_error" in run.data.metrics
+        loaded = resolve_model(run.info.run_id, uri)
+        assert loaded.class_names[0] == "0"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
