@@ -15,3 +15,7 @@ class ConfigError(PgsweepError):
 
 class ModelError(PgsweepError):
     """A model reference, file or layer request cannot be used."""
+
+
+class QueryError(PgsweepError, ValueError):
+    """A prediction-gradient request that cannot be answered (layer, class, norm ...)."""

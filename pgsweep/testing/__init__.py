@@ -1,0 +1,1 @@
+"""Small reference networks for tests and benchmarks (as captum.testing has)."""

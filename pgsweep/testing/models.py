@@ -1,0 +1,120 @@
+"""Reference networks: hand-set tiny nets with exact answers, an MLP, torchvision-style ResNets.
+
+torchvision itself is not a dependency (its PyPI wheel does not import beside the
+pinned CPU torch), so the ResNet here follows torchvision's BasicBlock layout,
+including its habit of calling one ReLU module twice in a block.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def hand_set_mlp() -> nn.Sequential:
+    """x (B, 2) -> fc1 -> tanh (act1) -> fc2 -> logits (B, 3), weights written out.
+
+    d z / d act1 = fc2.weight exactly, and d z / d x = W2 diag(1 - act1^2) W1.
+    """
+    net = nn.Sequential(OrderedDict([
+        ("fc1", nn.Linear(2, 2)),
+        ("act1", nn.Tanh()),
+        ("fc2", nn.Linear(2, 3)),
+    ]))
+    with torch.no_grad():
+        net.fc1.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 0.5]]))
+        net.fc1.bias.copy_(torch.tensor([0.1, -0.2]))
+        net.fc2.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.25]]))
+        net.fc2.bias.copy_(torch.tensor([0.0, 0.3, -0.1]))
+    return net.eval()
+
+
+def hand_set_convnet() -> nn.Sequential:
+    """x (B, 1, 5, 5) -> conv 2 filters 2x2 -> tanh -> 2x2 max pool -> fc -> 3 logits."""
+    net = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 2, 2)),
+        ("act1", nn.Tanh()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(8, 3)),
+    ]))
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.tensor([[[[1.0, -1.0], [0.5, 0.25]]], [[[-0.5, 1.0], [1.0, -0.75]]]]))
+        net.conv1.bias.copy_(torch.tensor([0.05, -0.1]))
+        net.fc1.weight.copy_(torch.linspace(-1.0, 1.0, 24).reshape(3, 8))
+        net.fc1.bias.copy_(torch.tensor([0.1, 0.0, -0.1]))
+    return net.eval()
+
+
+def mlp(in_features: int = 12, hidden: tuple[int, ...] = (16, 10), num_classes: int = 5) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, width in enumerate(hidden, start=1):
+        layers[f"fc{i}"] = nn.Linear(in_features, width)
+        layers[f"act{i}"] = nn.ReLU()
+        in_features = width
+    layers[f"fc{len(hidden) + 1}"] = nn.Linear(in_features, num_classes)
+    return nn.Sequential(layers)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: note `self.relu` is called twice in forward."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """A torchvision-style ResNet for small inputs; resnet(blocks=(2, 2, 2, 2)) is ResNet-18."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        in_channels: int = 3,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU()
+        planes = widths[0]
+        for i, (count, width) in enumerate(zip(blocks, widths), start=1):
+            stride = 1 if i == 1 else 2
+            layer = nn.Sequential(*[
+                BasicBlock(planes if j == 0 else width, width, stride if j == 0 else 1) for j in range(count)
+            ])
+            setattr(self, f"layer{i}", layer)
+            planes = width
+        self.depth = len(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, w0, H, W)
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 10) -> ResNet:
+    return ResNet((2, 2, 2, 2), (64, 128, 256, 512), in_channels, num_classes)
+
+
+def tiny_resnet(in_channels: int = 3, num_classes: int = 6) -> ResNet:
+    return ResNet((2, 1), (8, 12), in_channels, num_classes)
