@@ -13,6 +13,13 @@ from PIL import Image
 
 from pgsweep.cli import config_dir
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: more intra-op threads than cores makes OpenMP spin
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the console-script subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 YALE_ROOT = Path(os.environ.get("PGSWEEP_YALE_ROOT", REPO.parent / "shared" / "data" / "yalefaces"))
 
