@@ -141,8 +141,9 @@ def test_bad_input_fails_before_any_run(compose_config, overrides, error, messag
     cfg = compose_config(*overrides)
     with pytest.raises(error, match=message):
         run_pipeline(cfg)
-    store = Path(cfg.tracking.uri.removeprefix("sqlite:///"))
-    assert not store.exists() or _runs(cfg.tracking.uri) == []
+    uri = cfg.tracking.uri
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).exists():
+        assert _runs(uri) == []
 
 
 def test_model_with_other_classes_is_rejected(trained, compose_config, yale_like):
