@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-
 from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.data import ImageSet, Split, load_dataset, stratified_split
@@ -83,8 +82,11 @@ def _section(resolved: Mapping, name: str) -> Mapping:
 
 
 def _build(kind: type, section: Mapping, prefix: str, **fixed: object):
-    """Make dataclass `kind` from a config section, converting and checking each type."""
-    known = {f.name: f for f in fields(kind)}
+    """Make dataclass `kind` from a config section, converting and checking each type.
+
+    Fields given in `fixed` come from elsewhere (the data, the seed) and are not config keys.
+    """
+    known = {f.name: f for f in fields(kind) if f.name not in fixed}
     unknown = sorted(set(section) - set(known))
     if unknown:
         raise ConfigError(f"unknown config key {prefix}.{unknown[0]}; valid keys: {', '.join(known)}")
@@ -93,7 +95,9 @@ def _build(kind: type, section: Mapping, prefix: str, **fixed: object):
         default = known[name].default
         try:
             if value is None or value == "???":
-                values[name] = None if default is None or name == "root" else default
+                if default is not None:  # only optional keys may be left unset
+                    raise ConfigError(f"{prefix}.{name} is required")
+                values[name] = None
             elif isinstance(default, bool):
                 if not isinstance(value, bool):
                     raise ValueError
@@ -108,7 +112,7 @@ def _build(kind: type, section: Mapping, prefix: str, **fixed: object):
                 values[name] = tuple(int(v) for v in value)
             else:
                 values[name] = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             expected = type(default).__name__ if default is not None else "text"
             raise ConfigError(f"{prefix}.{name} must be {expected}, got {value!r}") from None
     return kind(**values)
@@ -124,12 +128,17 @@ def read_settings(cfg: DictConfig) -> Settings:
     except Exception as error:  # an interpolation that does not resolve
         raise ConfigError(f"config does not resolve: {error}".splitlines()[0]) from None
     resolved = {k: v for k, v in resolved.items() if k != "hydra"}
+    seed = resolved.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
     data = _build(DataSettings, _section(resolved, "data"), "data")
-    # classes and pixel statistics come from the data at train time; the size is known now
-    architecture = _build(ConvNetSpec, _section(resolved, "model"), "model", num_classes=2,
-                          input_size=data.image_size)
+    # the classes, channels and pixel statistics come from the data at train time
+    architecture = _build(
+        ConvNetSpec, _section(resolved, "model"), "model",
+        num_classes=2, input_size=data.image_size, in_channels=1, input_mean=0.0, input_std=1.0,
+    )
     architecture.validate()
-    trainer = _build(TrainSettings, _section(resolved, "trainer"), "trainer", seed=int(resolved.get("seed", 0)))
+    trainer = _build(TrainSettings, _section(resolved, "trainer"), "trainer", seed=seed)
     trainer.validate()
     tracking = _build(TrackingSettings, _section(resolved, "tracking"), "tracking")
     tracking.validate()
@@ -153,7 +162,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         tracking=tracking,
         stages=tuple(stages),
         model_ref=str(model_ref) if model_ref else None,
-        seed=int(resolved.get("seed", 0)),
+        seed=seed,
         resolved=resolved,
     )
 

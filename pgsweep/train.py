@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -40,10 +41,12 @@ class TrainSettings:
             raise ConfigError(f"trainer.max_epochs must be >= 1, got {self.max_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"trainer.batch_size must be >= 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("trainer.momentum and trainer.weight_decay must be >= 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"trainer.learning_rate must be a finite number > 0, got {self.learning_rate}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"trainer.{name} must be a finite number >= 0, got {value}")
         if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
             raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got '{self.accelerator}'")
 

@@ -198,7 +198,8 @@ def _probe(model: nn.Module, example: torch.Tensor, modules: dict[str, nn.Module
 def _seeds(predictions: torch.Tensor, targets: list[int]) -> torch.Tensor:
     """(T, B, C): for each target t, a one-hot on class targets[t] for every image."""
     seeds = torch.zeros(len(targets), *predictions.shape, dtype=predictions.dtype, device=predictions.device)
-    seeds[torch.arange(len(targets)), :, torch.tensor(targets)] = 1.0
+    rows = torch.arange(len(targets), device=predictions.device)
+    seeds[rows, :, torch.tensor(targets, device=predictions.device)] = 1.0
     return seeds
 
 
