@@ -62,3 +62,14 @@ def error_report(
         loss=float(F.cross_entropy(logits.float(), labels)),
         wrong=tuple(np.asarray(sources, dtype=object)[wrong].tolist()),
     )
+
+
+def split_reports(network: nn.Module, images, split) -> dict[str, ErrorReport]:
+    """An ErrorReport for each non-empty side of a Split of an ImageSet: train, val, test."""
+    reports = {}
+    for name in ("train", "val", "test"):
+        indices = getattr(split, name)
+        if len(indices):
+            sources = [images.sources[i] for i in indices]
+            reports[name] = error_report(network, images.images[indices], images.labels[indices], sources, name)
+    return reports

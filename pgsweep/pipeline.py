@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.data import ImageSet, Split, load_dataset, stratified_split
 from pgsweep.errors import ConfigError, ModelError
-from pgsweep.evaluate import ErrorReport, error_report
+from pgsweep.evaluate import ErrorReport, split_reports
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.models.convnet import ConvNetSpec
 from pgsweep.tracking import Tracker, TrackingSettings, flatten, resolve_model, tracked_run
@@ -203,17 +203,12 @@ def train_stage(ctx: Context) -> None:
 def evaluate_stage(ctx: Context) -> None:
     """Error of the model on the train/val/test images it was split with."""
     assert ctx.model is not None
-    network, images = ctx.model.network, ctx.images
-    split = model_split(ctx.model, images, ctx.split)
-    reports = []
-    for name, indices in (("train", split.train), ("val", split.val), ("test", split.test)):
-        if len(indices):
-            sources = [images.sources[i] for i in indices]
-            reports.append(error_report(network, images.images[indices], images.labels[indices], sources, name))
-    _log_reports(ctx.tracker, reports, "eval_", step=0)
-    for r in reports:
+    split = model_split(ctx.model, ctx.images, ctx.split)
+    reports = split_reports(ctx.model.network, ctx.images, split)
+    _log_reports(ctx.tracker, list(reports.values()), "eval_", step=0)
+    for r in reports.values():
         log.info("%s error %.4f (%d of %d)", r.split, r.error, r.misclassified, r.images)
-    ctx.reports["evaluate"] = {r.split: r for r in reports}
+    ctx.reports["evaluate"] = reports
 
 
 STAGES.update({"train": train_stage, "evaluate": evaluate_stage})

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pgsweep.data import ImageSet, Split
 from pgsweep.errors import ConfigError
-from pgsweep.evaluate import ErrorReport, error_report
+from pgsweep.evaluate import ErrorReport, split_reports
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
 from pgsweep.models.lightning import ClassifierModule
@@ -144,16 +144,13 @@ def train_model(
     seconds = time.perf_counter() - started
     network = network.cpu().eval()
 
-    def report(indices, name: str) -> ErrorReport:
-        sources = [images.sources[i] for i in indices]
-        return error_report(network, images.images[indices], images.labels[indices], sources, name)
-
+    reports = split_reports(network, images, split)
     result = TrainReport(
         epochs=trainer.current_epoch,
         seconds=seconds,
-        train=report(split.train, "train"),
-        test=report(split.test, "test"),
-        val=report(split.val, "val") if len(split.val) else None,
+        train=reports["train"],
+        test=reports["test"],
+        val=reports.get("val"),
     )
     log.info(
         "trained %d epochs in %.1fs: train error %.4f, test error %.4f (%d of %d)",
