@@ -47,7 +47,6 @@ class Settings:
     tracking: TrackingSettings
     stages: tuple[str, ...]
     model_ref: str | None
-    seed: int
     resolved: dict  # the whole resolved config, for params and the YAML artifact
 
 
@@ -162,7 +161,6 @@ def read_settings(cfg: DictConfig) -> Settings:
         tracking=tracking,
         stages=tuple(stages),
         model_ref=str(model_ref) if model_ref else None,
-        seed=seed,
         resolved=resolved,
     )
 

@@ -88,17 +88,16 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, name + "."))
         else:
-            flat[name] = str(value)[:_MAX_PARAM_VALUE]
+            flat[name] = str(value)
     return flat
 
 
 class Tracker:
     """One MLflow run; the driver's handle for logging results."""
 
-    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self.tracking_uri = tracking_uri
 
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [Param(key, str(value)[:_MAX_PARAM_VALUE]) for key, value in params.items()]
@@ -146,7 +145,7 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
     run_id = run.info.run_id
     log.info("MLflow run %s (experiment '%s', %s)", run_id, settings.experiment, settings.uri)
     try:
-        yield Tracker(client, run_id, settings.uri)
+        yield Tracker(client, run_id)
     except KeyboardInterrupt:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
