@@ -73,3 +73,20 @@ def split_reports(network: nn.Module, images, split) -> dict[str, ErrorReport]:
             sources = [images.sources[i] for i in indices]
             reports[name] = error_report(network, images.images[indices], images.labels[indices], sources, name)
     return reports
+
+
+# ---------------------------------------------------------------- the pipeline stage
+
+def run(ctx) -> None:
+    """Stage `evaluate`: error of the model on the train/val/test images it was split with."""
+    import logging
+
+    assert ctx.model is not None
+    split = ctx.query_split()
+    reports = split_reports(ctx.model.network, ctx.images, split)
+    for report in reports.values():
+        ctx.tracker.log_metrics(report.metrics("eval_"), step=0)
+        logging.getLogger(__name__).info(
+            "%s error %.4f (%d of %d)", report.split, report.error, report.misclassified, report.images
+        )
+    ctx.reports["evaluate"] = reports

@@ -124,6 +124,27 @@ class Tracker:
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
+    def log_table(self, table, artifact_file: str) -> None:
+        """A pandas DataFrame as a Parquet artifact (`artifact_file` ends in .parquet).
+
+        Tables are how a stage's results travel: a report reads them back with
+        pandas.read_parquet, so every result a figure shows is also a table.
+        """
+        if not artifact_file.endswith(".parquet"):
+            raise ValueError(f"table artifacts are Parquet files: {artifact_file}")
+        self._log_written(artifact_file, lambda path: table.to_parquet(path, index=False))
+
+    def log_figure(self, figure, artifact_file: str, dpi: int = 120) -> None:
+        """A matplotlib Figure as an image artifact (PNG unless the name says otherwise)."""
+        self._log_written(artifact_file, lambda path: figure.savefig(path, dpi=dpi, bbox_inches="tight"))
+
+    def _log_written(self, artifact_file: str, write) -> None:
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            write(path)
+            self.log_file(path, folder or None)
+
     def log_model(self, model: TrainedModel) -> str:
         """Store the model file as an artifact; returns the URI later stages load it from."""
         with tempfile.TemporaryDirectory() as folder:

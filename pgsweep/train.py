@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from pgsweep.context import Context, data_provenance
 from pgsweep.data import ImageSet, Split
 from pgsweep.errors import ConfigError
 from pgsweep.evaluate import ErrorReport, split_reports
@@ -158,3 +159,32 @@ def train_model(
         result.test.misclassified, result.test.images,
     )
     return TrainedModel(network, images.class_names, dict(provenance or {})), result
+
+
+# ---------------------------------------------------------------- the pipeline stage
+
+def run(ctx: Context) -> None:
+    """Stage `train`: fit the convnet; log its per-epoch curves, final errors and the model file.
+
+    Curves (step = epoch): train_loss/train_error (mean over the epoch's batches) and
+    val_loss/val_error, or test_loss/test_error when there is no val split. After
+    training, in eval mode: final_{train,val,test}_{error,loss,misclassified}.
+    """
+    settings, tracker = ctx.settings, ctx.tracker
+    model, report = train_model(
+        ctx.images,
+        ctx.split,
+        settings.architecture,
+        settings.trainer,
+        on_epoch_end=tracker.log_metrics,
+        provenance=data_provenance(settings.data, ctx.images, ctx.split),
+    )
+    for split_report in (report.train, report.val, report.test):
+        if split_report is not None:
+            tracker.log_metrics(split_report.metrics("final_"), step=report.epochs)
+    tracker.log_metrics({"train_seconds": report.seconds}, step=report.epochs)
+    tracker.log_text("\n".join(report.test.wrong) + "\n", "errors/test_misclassified.txt")
+    ctx.model = model
+    ctx.model_uri = tracker.log_model(model)
+    tracker.set_tags({"pgsweep.model_uri": ctx.model_uri})
+    ctx.reports["train"] = report

@@ -113,7 +113,7 @@ def test_failed_run_is_marked_failed(compose_config, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr("pgsweep.pipeline.train_model", broken)
+    monkeypatch.setattr("pgsweep.train.train_model", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         run_pipeline(cfg)
     (run,) = _runs(_uri(cfg))
@@ -257,3 +257,46 @@ def test_training_logs_to_a_real_mlflow_server(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_tracker_logs_tables_and_figures_that_read_back(tmp_path):
+    import pandas as pd
+
+    from pgsweep.plots import new_figure
+    from pgsweep.tracking import TrackingSettings, tracked_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    table = pd.DataFrame({"step": [0.1, 0.2], "success": [0.0, 0.5]})
+    with tracked_run(TrackingSettings(uri=uri)) as tracker:
+        tracker.log_table(table, "adversarial/results.parquet")
+        figure = new_figure()
+        figure.add_subplot().plot([0, 1], [1, 0])
+        tracker.log_figure(figure, "adversarial/curve.png")
+        with pytest.raises(ValueError, match="Parquet"):
+            tracker.log_table(table, "adversarial/results.csv")
+    client = MlflowClient(uri)
+    path = client.download_artifacts(tracker.run_id, "adversarial/results.parquet", str(tmp_path))
+    assert pd.read_parquet(path).equals(table)
+    png = Path(client.download_artifacts(tracker.run_id, "adversarial/curve.png", str(tmp_path)))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_builder_converts_lists_and_rejects_wrong_types():
+    from dataclasses import dataclass
+
+    from pgsweep.config import build
+
+    @dataclass(frozen=True)
+    class Steps:
+        values: tuple[float, ...] = (0.5,)
+        names: tuple[str, ...] = ("a",)
+        count: int = 1
+
+    built = build(Steps, {"values": [1, "2.5"], "names": ["x", 3], "count": 4.0}, "s")
+    assert built == Steps((1.0, 2.5), ("x", "3"), 4)
+    with pytest.raises(ConfigError, match="s.values must be a list of float"):
+        build(Steps, {"values": ["abc"]}, "s")
+    with pytest.raises(ConfigError, match="s.values must be a list of float"):
+        build(Steps, {"values": 0.5}, "s")
+    with pytest.raises(ConfigError, match="unknown config key s.value;"):
+        build(Steps, {"value": [1]}, "s")

@@ -1,0 +1,80 @@
+"""Turning a composed config section into a checked, frozen dataclass.
+
+Every config group (data, model, trainer, tracking, and each stage's own section)
+goes through `build`, so a mistyped key or a wrong type gets the same one-line
+error wherever it is. No Hydra here: sections arrive as plain mappings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+
+from pgsweep.errors import ConfigError
+
+
+def section(resolved: Mapping, name: str) -> Mapping:
+    """The mapping `resolved[name]`, or one clear error if it is missing."""
+    value = resolved.get(name)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section '{name}' is missing or not a mapping")
+    return value
+
+
+def _convert(value: object, default: object) -> object:
+    """`value` as the type of `default`; raises ValueError/TypeError when it is not one."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if isinstance(default, tuple):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValueError
+        # a tuple field converts each element like its default's first element (int if empty)
+        element = default[0] if default else 0
+        return tuple(_convert(v, element) for v in value)
+    if isinstance(value, (Mapping, list, tuple)):
+        raise ValueError
+    return str(value)
+
+
+def build(kind: type, values: Mapping, prefix: str, **fixed: object):
+    """Make dataclass `kind` from a config section, converting and checking each type.
+
+    Fields given in `fixed` come from elsewhere (the data, the seed) and are not config
+    keys. A field whose default is None is optional text; every other field must be
+    set and must convert to its default's type. `kind.validate()` runs when it exists.
+    """
+    known = {f.name: f for f in fields(kind) if f.name not in fixed}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}.{unknown[0]}; valid keys: {', '.join(known)}")
+    converted: dict[str, object] = dict(fixed)
+    for name, value in values.items():
+        default = known[name].default
+        try:
+            if value is None or value == "???":
+                if default is not None:  # only optional keys may be left unset
+                    raise ConfigError(f"{prefix}.{name} is required")
+                converted[name] = None
+            else:
+                converted[name] = _convert(value, default)
+        except (TypeError, ValueError, OverflowError):
+            expected = type(default).__name__ if default is not None else "text"
+            if isinstance(default, tuple):
+                element = type(default[0]).__name__ if default else "int"
+                expected = f"a list of {element}"
+            raise ConfigError(f"{prefix}.{name} must be {expected}, got {value!r}") from None
+    result = kind(**converted)
+    validate = getattr(result, "validate", None)
+    if callable(validate):
+        validate()
+    return result

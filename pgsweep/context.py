@@ -1,0 +1,95 @@
+"""What the pipeline's stages share: the checked settings, the data, the model, the run.
+
+A stage is a module with `run(ctx: Context)`, registered by name in
+`pgsweep.pipeline.STAGES`. It may also define
+  read_config(section: Mapping) -> settings   its config section, checked before any run starts
+  check(ctx: Context) -> None                 data/model checks, before the MLflow run is created
+A stage logs through `ctx.tracker` only (tables as Parquet, figures as PNG, under a
+folder named after the stage) and leaves its plain results in `ctx.reports[name]`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pgsweep.data import ImageSet, Split
+from pgsweep.errors import ModelError
+from pgsweep.models.checkpoint import TrainedModel
+
+if TYPE_CHECKING:  # the tracker's module imports MLflow; stages only use the object
+    from pgsweep.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What stages share: the data, the split, the model, the run, and their reports.
+
+    settings:       pgsweep.pipeline.Settings (data, trainer, tracking, stage sections ...)
+    stage_settings: each chosen stage's checked config section, by stage name
+    model:          the model queried: from model_ref, or the one `train` just fitted
+    tracker:        the MLflow run; None while stages' `check` runs, before it exists
+    """
+
+    settings: Any
+    images: ImageSet
+    split: Split
+    tracker: "Tracker | None" = None
+    model: TrainedModel | None = None
+    model_uri: str | None = None
+    stage_settings: dict[str, object] = field(default_factory=dict)
+    reports: dict[str, object] = field(default_factory=dict)
+
+    def query_split(self) -> Split:
+        """The split the model was trained with (its own test images), for querying stages."""
+        if self.model is None:
+            return self.split
+        return model_split(self.model, self.images, self.split)
+
+
+def data_provenance(data, images: ImageSet, split: Split) -> dict:
+    """What a saved model records of its data, so later stages reuse the same test set."""
+    return {
+        "dataset": data.name,
+        "image_size": data.image_size,
+        "split_seed": data.split_seed,
+        "test_fraction": data.test_fraction,
+        "val_fraction": data.val_fraction,
+        "group_duplicates": data.group_duplicates,
+        "test_sources": [images.sources[i] for i in split.test],
+        "val_sources": [images.sources[i] for i in split.val],
+    }
+
+
+def check_compatible(model: TrainedModel, images: ImageSet) -> None:
+    """The model must have been trained on these classes at this image size."""
+    if tuple(model.class_names) != tuple(images.class_names):
+        shown = ", ".join(model.class_names[:4])
+        raise ModelError(
+            f"the model's {len(model.class_names)} classes ({shown}, ...) differ from the data's "
+            f"{len(images.class_names)} classes ({', '.join(images.class_names[:4])}, ...)"
+        )
+    if model.spec.input_size != images.image_size:
+        raise ModelError(
+            f"the model takes {model.spec.input_size}x{model.spec.input_size} images; "
+            f"set data.image_size={model.spec.input_size}"
+        )
+
+
+def model_split(model: TrainedModel, images: ImageSet, fallback: Split) -> Split:
+    """The model's own val/test images when they are all in `images`, else `fallback`."""
+    recorded_test = model.provenance.get("test_sources") or []
+    recorded_val = model.provenance.get("val_sources") or []
+    index_of = {source: i for i, source in enumerate(images.sources)}
+    if not recorded_test or any(s not in index_of for s in [*recorded_test, *recorded_val]):
+        log.warning("the model's test images are not all in this dataset: using this config's split")
+        return fallback
+    test = np.array(sorted(index_of[s] for s in recorded_test), dtype=np.int64)
+    val = np.array(sorted(index_of[s] for s in recorded_val), dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(images)), np.concatenate([test, val]))
+    return Split(train, val, test, fallback.duplicate_groups, fallback.duplicate_images)
