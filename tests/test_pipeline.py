@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=[
             f"tracking.uri=sqlite:///{folder}/mlflow.db", "trainer.progress_bar=false",
-            "trainer.max_epochs=2",
+            "trainer.max_epochs=2", "stages=[train]",
         ])
     return cfg, run_pipeline(cfg)
 
@@ -195,7 +195,7 @@ def _pgsweep(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_console_script_trains_into_local_sqlite(tmp_path):
-    done = _pgsweep(tmp_path, "trainer.max_epochs=1", "trainer.progress_bar=false")
+    done = _pgsweep(tmp_path, "trainer.max_epochs=1", "trainer.progress_bar=false", "stages=[train]")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
     (run,) = _runs(f"sqlite:///{tmp_path}/mlflow.db")
@@ -247,7 +247,8 @@ def test_training_logs_to_a_real_mlflow_server(tmp_path):
                 time.sleep(0.5)
         workdir = tmp_path / "work"
         workdir.mkdir()
-        done = _pgsweep(workdir, f"tracking.uri={uri}", "trainer.max_epochs=1", "trainer.progress_bar=false")
+        done = _pgsweep(workdir, f"tracking.uri={uri}", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                        "stages=[train]")
         assert done.returncode == 0, done.stderr
         assert not (workdir / "mlflow.db").exists()
         (run,) = _runs(uri)
