@@ -71,6 +71,19 @@ def test_yale_unknown_name_pattern_is_named(yale_like, bad_name):
         load_yale(root)
 
 
+def test_image_under_a_non_yale_name_is_named(yale_like):
+    # Yale files have no suffix, so an image is recognised by its content, not its name
+    root = yale_like()
+    write_gif(root / "person05.wink", 7)
+    (root / "README").write_text("The Yale Face Database")
+    (root / "SHA256SUMS").write_text("0" * 64 + "  subject01.happy\n")
+    (root / "notes").write_text("not an image, not a Yale name: skipped")
+    with pytest.raises(DataError, match=r"person05\.wink is an image but not a Yale name"):
+        load_yale(root)
+    (root / "person05.wink").unlink()
+    assert len(load_yale(root, image_size=16)) == 12  # README, checksums and plain text stay ignored
+
+
 def test_truncated_image_is_named(yale_like):
     root = yale_like()
     victim = root / "subject02.sad"

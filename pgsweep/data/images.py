@@ -31,6 +31,15 @@ def is_ignorable(path: Path) -> bool:
     )
 
 
+def is_image_file(path: Path) -> bool:
+    """True when Pillow recognises the file's content as an image (reads the header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
+
+
 def read_grayscale(path: Path) -> np.ndarray:
     """Decode an image file to a (H, W) uint8 array; fail with one line naming the file."""
     try:

@@ -3,7 +3,9 @@
 Accepted quirks of the original archive and its mirrors: a `.gif` suffix on every
 name, `subject01.gif` standing for `subject01.centerlight`, and a stray second copy
 of an image under the suffixed name (`subject01.glasses.gif` beside
-`subject01.glasses`), which is ignored. README and checksum files are ignored.
+`subject01.glasses`), which is ignored. README and checksum files are ignored; any
+other file whose content is an image but whose name is not a Yale name is an error,
+so no image is left out unnoticed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import logging
 import re
 from pathlib import Path
 
-from pgsweep.data.images import ImageSet, existing_folder, image_set, is_ignorable, read_grayscale
+from pgsweep.data.images import (
+    ImageSet, existing_folder, image_set, is_ignorable, is_image_file, read_grayscale,
+)
 from pgsweep.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -50,8 +54,14 @@ def find_yale_files(root: Path) -> dict[tuple[int, str], Path]:
                     f"unknown Yale file name {path} (expected subjectNN.CONDITION, "
                     f"CONDITION one of {', '.join(CONDITIONS)})"
                 )
-            if not is_ignorable(path):
-                log.info("ignoring non-image file %s", path)
+            if is_ignorable(path):
+                continue
+            if is_image_file(path):  # Yale names have no suffix: only the content tells
+                raise DataError(
+                    f"{path} is an image but not a Yale name (expected subjectNN.CONDITION, "
+                    f"CONDITION one of {', '.join(CONDITIONS)}): rename or remove it"
+                )
+            log.info("ignoring non-image file %s", path)
             continue
         subject, condition, has_gif = parsed
         if subject < 1:
