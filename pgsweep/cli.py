@@ -1,16 +1,24 @@
-"""`pgsweep`: the Hydra entry point. Composes the config and hands it to the pipeline."""
+"""`pgsweep`: the Hydra entry point. Composes the config and hands it to the pipeline.
+
+Only Hydra is imported up front: the pipeline, and through it torch, Lightning and
+MLflow, load when a job runs, so `--help` and Hydra's own config errors answer fast.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pgsweep.errors import PgsweepError
-from pgsweep.pipeline import run_pipeline
+from pgsweep.config import override_keys
+from pgsweep.errors import Interrupted, PgsweepError
 
 
 def config_dir() -> str:
@@ -22,16 +30,46 @@ def config_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> None:
+    from pgsweep.pipeline import run_pipeline
+
     try:
-        run_pipeline(cfg)
+        # what the user typed wins over what a queried model records (its data)
+        run_pipeline(cfg, chosen=override_keys(HydraConfig.get().overrides.task))
     except PgsweepError as error:
         logging.getLogger("pgsweep").debug("failed", exc_info=True)
         print(f"pgsweep: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
+def _raise_interrupted(signum: int, frame) -> None:
+    # the first signal ends the command; repeats must not cut short marking the run KILLED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise Interrupted wherever the command is (any stage, any job)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main() -> None:
-    _main()
+    with signals_interrupt():
+        try:
+            _main()
+        except (Interrupted, KeyboardInterrupt) as stop:
+            if not isinstance(stop, Interrupted):
+                stop = Interrupted(signal.SIGINT)
+            print(f"pgsweep: {stop}; stopped (an MLflow run in progress is marked KILLED)", file=sys.stderr)
+            sys.exit(stop.exit_status)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ error wherever it is. No Hydra here: sections arrive as plain mappings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import fields
 
 from pgsweep.errors import ConfigError
@@ -78,3 +78,21 @@ def build(kind: type, values: Mapping, prefix: str, **fixed: object):
     if callable(validate):
         validate()
     return result
+
+
+def override_keys(overrides: Iterable[str]) -> frozenset[str]:
+    """The config keys command-line overrides set: `data.root=X`, `+a.b=1`, `~c`, `data=yale`.
+
+    A group choice (`data=yale`) is reported as the group's name, `data`.
+    """
+    keys = set()
+    for override in overrides:
+        key = str(override).split("=", 1)[0].lstrip("~+").strip()
+        keys.add(key.split("@", 1)[0])  # `data@target=...` still chooses the data group
+    return frozenset(k for k in keys if k)
+
+
+def chose(keys: Collection[str], name: str) -> bool:
+    """Did the overrides `keys` set config key `name` (`data.root`), or its group (`data`)?"""
+    parts = name.split(".")
+    return any(".".join(parts[:n]) in keys for n in range(1, len(parts) + 1))

@@ -11,13 +11,16 @@ folder named after the stage) and leaves its plain results in `ctx.reports[name]
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pgsweep.config import chose
 from pgsweep.data import ImageSet, Split
-from pgsweep.errors import ModelError
+from pgsweep.errors import DataError, ModelError
 from pgsweep.models.checkpoint import TrainedModel
 
 if TYPE_CHECKING:  # the tracker's module imports MLflow; stages only use the object
@@ -56,6 +59,8 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
     """What a saved model records of its data, so later stages reuse the same test set."""
     return {
         "dataset": data.name,
+        # absolute, so a later query from another folder finds the images again
+        "root": str(Path(data.root).expanduser().resolve()) if data.root else None,
         "image_size": data.image_size,
         "split_seed": data.split_seed,
         "test_fraction": data.test_fraction,
@@ -64,6 +69,37 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
         "test_sources": [images.sources[i] for i in split.test],
         "val_sources": [images.sources[i] for i in split.val],
     }
+
+
+# DataSettings field -> the key a model's provenance records it under
+_RECORDED_DATA = {
+    "name": "dataset", "root": "root", "image_size": "image_size", "test_fraction": "test_fraction",
+    "val_fraction": "val_fraction", "group_duplicates": "group_duplicates", "split_seed": "split_seed",
+}
+
+
+def model_data(model: TrainedModel, data, chosen: Collection[str]):
+    """The data settings to query `model` with: what it records, except the keys in `chosen`.
+
+    `data` holds the config's values (a DataSettings); `chosen` the keys the user set
+    explicitly (`data` for the whole group, or `data.root`, ...), which win.
+    """
+    recorded = model.provenance
+    if "dataset" not in recorded:  # a model file without a record of its data
+        return data
+    values = {
+        field: recorded[key] for field, key in _RECORDED_DATA.items()
+        if key in recorded and not chose(chosen, f"data.{field}")
+    }
+    used = replace(data, **values)
+    if values.get("root") and not Path(values["root"]).is_dir():
+        raise DataError(
+            f"the model was trained on {used.name} images in {used.root}, which is not there: "
+            f"pass data.root=PATH to a copy"
+        )
+    if values:
+        log.info("data from the model's record: %s", ", ".join(f"data.{k}={v}" for k, v in values.items()))
+    return used
 
 
 def check_compatible(model: TrainedModel, images: ImageSet) -> None:

@@ -19,3 +19,23 @@ class ModelError(PgsweepError):
 
 class QueryError(PgsweepError, ValueError):
     """A prediction-gradient request that cannot be answered (layer, class, norm ...)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: the MLflow run ends KILLED, the command exits 128 + signal.
+
+    A BaseException, like KeyboardInterrupt, so `except Exception` in a stage or a
+    library does not swallow it; and not a KeyboardInterrupt, which Lightning turns
+    into its own exit before pgsweep could mark the run.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(self.signum).name
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum

@@ -75,10 +75,19 @@ def split_reports(network: nn.Module, images, split) -> dict[str, ErrorReport]:
     return reports
 
 
+def log_misclassified(tracker, report: ErrorReport) -> None:
+    """The names of the images `report` got wrong, one a line, as errors/{split}_misclassified.txt."""
+    tracker.log_text("".join(f"{name}\n" for name in report.wrong), f"errors/{report.split}_misclassified.txt")
+
+
 # ---------------------------------------------------------------- the pipeline stage
 
 def run(ctx) -> None:
-    """Stage `evaluate`: error of the model on the train/val/test images it was split with."""
+    """Stage `evaluate`: error of the model on the train/val/test images it was split with.
+
+    Logs eval_{split}_{error,loss,misclassified} and, like training, the list of
+    misclassified images of each split (errors/{split}_misclassified.txt).
+    """
     import logging
 
     assert ctx.model is not None
@@ -86,6 +95,7 @@ def run(ctx) -> None:
     reports = split_reports(ctx.model.network, ctx.images, split)
     for report in reports.values():
         ctx.tracker.log_metrics(report.metrics("eval_"), step=0)
+        log_misclassified(ctx.tracker, report)
         logging.getLogger(__name__).info(
             "%s error %.4f (%d of %d)", report.split, report.error, report.misclassified, report.images
         )

@@ -11,30 +11,22 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, replace
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.config import build, section
-from pgsweep.context import Context, check_compatible
-from pgsweep.data import load_dataset, stratified_split
 from pgsweep.errors import ConfigError
-from pgsweep.models.checkpoint import TrainedModel
-from pgsweep.models.convnet import ConvNetSpec
+from pgsweep.models.spec import ConvNetSpec
+from pgsweep.settings import DataSettings, TrackingSettings, TrainSettings
+
+if TYPE_CHECKING:  # torch and MLflow load only when a run starts, not for config checks
+    from pgsweep.models.checkpoint import TrainedModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    name: str = "digits"
-    root: str | None = None
-    image_size: int = 60
-    test_fraction: float = 0.25
-    val_fraction: float = 0.0
-    group_duplicates: bool = True
-    split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,8 +58,8 @@ class Settings:
 
     data: DataSettings
     architecture: ConvNetSpec
-    trainer: object  # pgsweep.train.TrainSettings
-    tracking: object  # pgsweep.tracking.TrackingSettings
+    trainer: TrainSettings
+    tracking: TrackingSettings
     stages: tuple[str, ...]
     model_ref: str | None
     stage_settings: dict[str, object]  # each chosen stage's checked config section
@@ -77,7 +69,7 @@ class Settings:
 @dataclass(frozen=True)
 class PipelineResult:
     run_id: str
-    model: TrainedModel
+    model: "TrainedModel"
     model_uri: str | None
     reports: dict[str, object]
 
@@ -101,9 +93,6 @@ def _stage_list(resolved: dict) -> tuple[str, ...]:
 
 def read_settings(cfg: DictConfig) -> Settings:
     """Validate the composed config and turn it into plain dataclasses."""
-    from pgsweep.tracking import TrackingSettings
-    from pgsweep.train import TrainSettings
-
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as error:  # an interpolation that does not resolve
@@ -125,8 +114,10 @@ def read_settings(cfg: DictConfig) -> Settings:
     stage_settings: dict[str, object] = {}
     for name in stages:
         stage = STAGES[name]
+        if stage.section is None:  # loading a stage's module may import Lightning or Ray
+            continue
         read_config = getattr(stage.load(), "read_config", None)
-        if stage.section is not None and read_config is not None:
+        if read_config is not None:
             stage_settings[name] = read_config(section(resolved, stage.section))
     model_ref = resolved.get("model_ref")
     if "train" in stages and model_ref:
@@ -147,27 +138,59 @@ def read_settings(cfg: DictConfig) -> Settings:
 
 # ---------------------------------------------------------------- the whole run
 
-def run_pipeline(cfg: DictConfig) -> PipelineResult:
-    """Check everything, then run the configured stages inside one MLflow run."""
+def with_model_data(settings: Settings, model: "TrainedModel", chosen: Collection[str]) -> Settings:
+    """Settings for querying `model`: its recorded data where the user chose none, its architecture.
+
+    The params a run logs come from `resolved`, so it is updated too: a query run
+    records the data and split settings it used, not the config's defaults.
+    """
+    from pgsweep.context import model_data
+
+    data = model_data(model, settings.data, chosen)
+    resolved = dict(settings.resolved)
+    resolved["data"] = asdict(data)
+    spec = model.spec.to_dict()
+    model_section = resolved.get("model") or {}
+    resolved["model"] = {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in spec.items() if k in model_section}
+    return replace(settings, data=data, architecture=model.spec, resolved=resolved)
+
+
+def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResult:
+    """Check everything, then run the configured stages inside one MLflow run.
+
+    chosen: the config keys the user set explicitly (`data`, `data.root`, ... as from
+    pgsweep.config.override_keys). With model_ref, every data setting not chosen comes
+    from what the model records, so querying a model needs no data options.
+    """
+    settings = read_settings(cfg)  # first: a config error answers before torch or MLflow load
+    from pgsweep.context import Context, check_compatible, model_split
+    from pgsweep.data import load_dataset, stratified_split
     from pgsweep.tracking import flatten, resolve_model, tracked_run
 
-    settings = read_settings(cfg)
+    model = None
+    if settings.model_ref:
+        model = resolve_model(settings.model_ref, settings.tracking.uri)
+        settings = with_model_data(settings, model, chosen)
     data = settings.data
     images = load_dataset(data.name, data.root, data.image_size)
     split = stratified_split(
         images.labels.numpy(), images.content_ids, images.class_names,
         data.test_fraction, data.val_fraction, data.split_seed, data.group_duplicates,
     )
+    split_source = "config"
+    if model is not None:
+        check_compatible(model, images)
+        recorded = model_split(model, images, split)
+        if recorded is not split:  # query the model on its own test images
+            split, split_source = recorded, "model"
     log.info(
-        "%s: %d images, %d classes; split %s; %d duplicate groups (%d images) kept on one side",
-        data.name, len(images), len(images.class_names), split.sizes(),
+        "%s: %d images, %d classes; split %s (from the %s); %d duplicate groups (%d images) kept on one side",
+        data.name, len(images), len(images.class_names), split.sizes(), split_source,
         split.duplicate_groups, split.duplicate_images,
     )
-    ctx = Context(settings, images, split, model_uri=settings.model_ref,
+    ctx = Context(settings, images, split, model=model, model_uri=settings.model_ref,
                   stage_settings=dict(settings.stage_settings))
-    if settings.model_ref:
-        ctx.model = resolve_model(settings.model_ref, settings.tracking.uri)
-        check_compatible(ctx.model, images)
     modules = {name: STAGES[name].load() for name in settings.stages}
     for name, module in modules.items():  # each stage's own checks, before the run exists
         check = getattr(module, "check", None)
@@ -183,6 +206,7 @@ def run_pipeline(cfg: DictConfig) -> PipelineResult:
         tracker.log_params({f"split.{k}": v for k, v in split.sizes().items()})
         tracker.log_params({"split.duplicate_groups": split.duplicate_groups,
                             "split.duplicate_images": split.duplicate_images,
+                            "split.source": split_source,
                             "split.heldout_curve": "val" if len(split.val) else "test"})
         tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(settings.resolved)), "config.yaml")
         for name, module in modules.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tempfile
 import time
@@ -16,15 +17,35 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
-from mlflow.entities import Metric, Param, RunStatus
-from mlflow.tracking import MlflowClient
-
-from pgsweep.errors import ConfigError, ModelError
+from pgsweep.errors import ConfigError, Interrupted, ModelError
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
+from pgsweep.settings import TrackingSettings
+
+
+def _quiet_mlflow() -> bool:
+    """MLflow's info lines and download bars are noise for a CLI user; keep them for verbose logging.
+
+    Hydra's `hydra.verbose=true` (or `=mlflow`) sets the loggers to DEBUG before this
+    module is imported; MLFLOW_LOGGING_LEVEL and MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+    when set, win.
+    """
+    if logging.getLogger("mlflow").isEnabledFor(logging.DEBUG):
+        return False
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by MLflow at import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read at each download
+    return True
+
+
+_QUIET = _quiet_mlflow()
+
+import mlflow  # noqa: E402  (after the environment above is set)
+from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+if _QUIET:  # MLflow imported earlier (a notebook, a test) configured itself already
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +53,6 @@ MODEL_ARTIFACT_DIR = "model"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "pgsweep"
-    artifact_location: str | None = None  # default: mlartifacts/ beside a local SQLite store
-    run_name: str | None = None
-
-    def validate(self) -> None:
-        if not self.uri or "://" not in self.uri and not self.uri.startswith("databricks"):
-            raise ConfigError(
-                f"tracking.uri '{self.uri}' is not a URI; use sqlite:///PATH.db or http://HOST:PORT"
-            )
-        if not self.experiment:
-            raise ConfigError("tracking.experiment must be a non-empty name")
 
 
 def _local_db_path(uri: str) -> Path | None:
@@ -155,7 +160,7 @@ class Tracker:
 
 @contextmanager
 def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
-    """Start a run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises."""
+    """Start a run; it ends FINISHED, or FAILED if the body raises (KILLED on Ctrl-C or SIGTERM)."""
     client, artifact_location = _prepare_store(settings)
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is None:
@@ -167,7 +172,8 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
     log.info("MLflow run %s (experiment '%s', %s)", run_id, settings.experiment, settings.uri)
     try:
         yield Tracker(client, run_id)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
+        log.warning("MLflow run %s interrupted: marked KILLED", run_id)
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
@@ -176,11 +182,18 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
-def resolve_model(ref: str, tracking_uri: str) -> TrainedModel:
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the default local store (mlflow.db here)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or TrackingSettings.uri
+
+
+def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
     """Load a model from a file path, an MLflow run id, or any MLflow artifact URI.
 
     `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`.
+    Reading never creates a store: a local SQLite file that is not there is an error.
     """
+    tracking_uri = tracking_uri or default_tracking_uri()
     ref = str(ref).strip()
     if not ref:
         raise ModelError("model_ref is empty: give an MLflow run id, a runs:/ URI, or a model file")
@@ -194,6 +207,12 @@ def resolve_model(ref: str, tracking_uri: str) -> TrainedModel:
     if re.match(r"^runs:/[0-9a-f]{32}/?$", ref):
         ref = f"{ref.rstrip('/')}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
     _check_reachable(tracking_uri)
+    db = _local_db_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise ModelError(
+            f"cannot fetch model '{ref}': no MLflow store at {db.resolve()} ({tracking_uri}); run where "
+            "the store is, or pass its URI (tracking.uri=, tracking_uri=, or MLFLOW_TRACKING_URI)"
+        )
     with tempfile.TemporaryDirectory() as folder:
         try:
             downloaded = Path(

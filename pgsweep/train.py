@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -11,45 +11,21 @@ from dataclasses import dataclass, replace
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, TensorDataset
 
 from pgsweep.context import Context, data_provenance
 from pgsweep.data import ImageSet, Split
-from pgsweep.errors import ConfigError
-from pgsweep.evaluate import ErrorReport, split_reports
+from pgsweep.errors import ConfigError, Interrupted
+from pgsweep.evaluate import ErrorReport, log_misclassified, split_reports
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
 from pgsweep.models.lightning import ClassifierModule
+from pgsweep.settings import TrainSettings  # noqa: F401  (its home is light, for fast config checks)
 
 log = logging.getLogger(__name__)
 
 EpochSink = Callable[[dict[str, float], int], None]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    max_epochs: int = 250
-    batch_size: int = 16
-    learning_rate: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    accelerator: str = "cpu"
-    progress_bar: bool = False
-
-    def validate(self) -> None:
-        if self.max_epochs < 1:
-            raise ConfigError(f"trainer.max_epochs must be >= 1, got {self.max_epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"trainer.batch_size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"trainer.learning_rate must be a finite number > 0, got {self.learning_rate}")
-        for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"trainer.{name} must be a finite number >= 0, got {value}")
-        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got '{self.accelerator}'")
 
 
 @dataclass(frozen=True)
@@ -131,17 +107,25 @@ def train_model(
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=settings.progress_bar,
+        enable_progress_bar=settings.show_progress_bar(),
         callbacks=[_EpochMetrics(on_epoch_end)] if on_epoch_end else [],
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
     started = time.perf_counter()
-    trainer.fit(
-        module,
-        train_dataloaders=_loader(images, split.train, settings.batch_size, shuffle=True),
-        val_dataloaders=_loader(images, heldout, 256, shuffle=False),
-    )
+    try:
+        trainer.fit(
+            module,
+            train_dataloaders=_loader(images, split.train, settings.batch_size, shuffle=True),
+            val_dataloaders=_loader(images, heldout, 256, shuffle=False),
+        )
+    except SIGTERMException:
+        # Lightning turns SIGTERM into an exit with status 0: a scheduler would record success
+        raise Interrupted(signal.SIGTERM) from None
+    except SystemExit:
+        if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1; let the caller see it
+            raise KeyboardInterrupt from None
+        raise
     seconds = time.perf_counter() - started
     network = network.cpu().eval()
 
@@ -163,6 +147,22 @@ def train_model(
 
 # ---------------------------------------------------------------- the pipeline stage
 
+def accelerator_problem(accelerator: str) -> str | None:
+    """Why trainer.accelerator cannot run on this machine, or None when it can."""
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        return "trainer.accelerator=cuda, but no CUDA GPU is available here; use trainer.accelerator=cpu or auto"
+    if accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        return "trainer.accelerator=gpu, but no GPU is available here; use trainer.accelerator=cpu or auto"
+    return None
+
+
+def check(ctx: Context) -> None:
+    """Before the run exists: the accelerator asked for must be on this machine."""
+    problem = accelerator_problem(ctx.settings.trainer.accelerator)
+    if problem:
+        raise ConfigError(problem)
+
+
 def run(ctx: Context) -> None:
     """Stage `train`: fit the convnet; log its per-epoch curves, final errors and the model file.
 
@@ -183,7 +183,7 @@ def run(ctx: Context) -> None:
         if split_report is not None:
             tracker.log_metrics(split_report.metrics("final_"), step=report.epochs)
     tracker.log_metrics({"train_seconds": report.seconds}, step=report.epochs)
-    tracker.log_text("\n".join(report.test.wrong) + "\n", "errors/test_misclassified.txt")
+    log_misclassified(tracker, report.test)
     ctx.model = model
     ctx.model_uri = tracker.log_model(model)
     tracker.set_tags({"pgsweep.model_uri": ctx.model_uri})

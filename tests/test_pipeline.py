@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pgsweep.errors import ConfigError, DataError, ModelError, PgsweepError
+from pgsweep.config import override_keys
+from pgsweep.errors import ConfigError, DataError, Interrupted, ModelError, PgsweepError
 from pgsweep.pipeline import read_settings, run_pipeline
 from pgsweep.tracking import resolve_model
 
@@ -120,6 +122,50 @@ def test_failed_run_is_marked_failed(compose_config, monkeypatch):
     assert run.info.status == "FAILED"
 
 
+def test_interrupted_run_is_marked_killed(compose_config, monkeypatch):
+    cfg = compose_config("trainer.max_epochs=1")
+
+    def terminated(*args, **kwargs):  # what the CLI's SIGTERM handler raises, in any stage
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr("pgsweep.train.train_model", terminated)
+    with pytest.raises(Interrupted) as stop:
+        run_pipeline(cfg)
+    assert stop.value.exit_status == 143
+    (run,) = _runs(_uri(cfg))
+    assert run.info.status == "KILLED"
+
+
+def test_lightnings_sigterm_exit_becomes_an_interrupt(compose_config):
+    """Without pgsweep's handlers (the Python API), Lightning turns SIGTERM into exit status 0."""
+    from pgsweep.data import load_digits, stratified_split
+    from pgsweep.models.spec import ConvNetSpec
+    from pgsweep.settings import TrainSettings
+    from pgsweep.train import train_model
+
+    def terminate(metrics, epoch) -> None:  # during fit, where Lightning's SIGTERM handler is installed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    images = load_digits(image_size=24)
+    split = stratified_split(images.labels.numpy(), images.content_ids, images.class_names, 0.25, 0.0, 0)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            train_model(images, split, ConvNetSpec(num_classes=10, input_size=24, kernel_size=3),
+                        TrainSettings(max_epochs=3, progress_bar="false"), on_epoch_end=terminate)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_unavailable_accelerator_fails_before_any_run(compose_config):
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = compose_config("trainer.accelerator=gpu")
+    with pytest.raises(ConfigError, match="trainer.accelerator=gpu, but no GPU is available here"):
+        run_pipeline(cfg)
+    assert not Path(_uri(cfg).removeprefix("sqlite:///")).exists()
+
+
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
@@ -153,9 +199,10 @@ def test_bad_input_fails_before_any_run(compose_config, overrides, error, messag
 def test_model_with_other_classes_is_rejected(trained, compose_config, yale_like):
     cfg, result = trained
     root = yale_like()
+    chosen = ("data=yale", f"data.root={root}")  # typed by the user: wins over the model's record
     with pytest.raises(ModelError, match="classes"):
-        run_pipeline(compose_config("data=yale", f"data.root={root}", "stages=[evaluate]",
-                                    f"model_ref={result.run_id}", f"tracking.uri={_uri(cfg)}"))
+        run_pipeline(compose_config(*chosen, "stages=[evaluate]", f"model_ref={result.run_id}",
+                                    f"tracking.uri={_uri(cfg)}"), chosen=override_keys(chosen))
 
 
 def test_every_experiment_composes(compose_config, yale_root):

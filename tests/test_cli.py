@@ -1,0 +1,139 @@
+"""The `pgsweep` command as a user meets it: start-up, interrupts, exit status, output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+HEAVY = {"torch", "pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "ray"}
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).with_name("pgsweep")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pgsweep"]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=_env())
+
+
+def _runs(db: Path) -> list:
+    client = MlflowClient(f"sqlite:///{db}")
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+# ---------------------------------------------------------------- start-up
+
+_PROBE = """
+import sys
+from pgsweep.cli import main
+sys.argv = ["pgsweep", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as stop:
+    print("EXIT", stop.code)
+print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & %r))
+""" % HEAVY
+
+
+@pytest.mark.parametrize(
+    "args, status",
+    [
+        (["--help"], 0),
+        (["trainer.max_epochs=0"], 2),  # pgsweep's own config check
+        (["stages=[evaluate]"], 2),  # a query without model_ref
+        (["trainer.max_epoch=5"], 1),  # Hydra's: a mistyped key
+    ],
+)
+def test_help_and_config_errors_import_no_heavy_library(tmp_path, args, status):
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_env())
+    lines = done.stdout.splitlines()
+    assert f"EXIT {status}" in lines, done.stdout + done.stderr
+    assert lines[-1] == "HEAVY []", done.stdout
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "outputs"])  # no store was created
+
+
+# ---------------------------------------------------------------- interrupts
+
+def _logged_epochs(db: Path) -> int:
+    """Epochs of train_loss in the store so far, read-only (never creates the file)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM metrics WHERE key = 'train_loss'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _start_and_signal(tmp_path: Path, signum: int, *args: str) -> tuple[int, str]:
+    """Start pgsweep, send `signum` once it has logged an epoch, return (status, stderr)."""
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        process = subprocess.Popen([*_command(), *args], cwd=tmp_path, stdout=out, stderr=err, env=_env())
+        try:
+            deadline = time.time() + 300
+            while _logged_epochs(tmp_path / "mlflow.db") < 1:
+                assert process.poll() is None, (tmp_path / "err.txt").read_text()
+                assert time.time() < deadline, "training never logged an epoch"
+                time.sleep(0.2)
+            process.send_signal(signum)
+            status = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return status, (tmp_path / "err.txt").read_text()
+
+
+def test_ctrl_c_during_training_marks_the_run_killed_and_exits_130(tmp_path):
+    status, stderr = _start_and_signal(tmp_path, signal.SIGINT, "trainer.max_epochs=300", "stages=[train]")
+    assert status == 130, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("pgsweep:")] == [
+        "pgsweep: interrupted by SIGINT; stopped (an MLflow run in progress is marked KILLED)"
+    ], stderr
+    assert "Traceback" not in stderr
+    (run,) = _runs(tmp_path / "mlflow.db")
+    assert run.info.status == "KILLED"
+
+
+def test_sigterm_stops_a_multirun_with_143_and_the_run_killed(tmp_path):
+    status, stderr = _start_and_signal(
+        tmp_path, signal.SIGTERM, "-m", "seed=0,1", "trainer.max_epochs=300", "stages=[train]"
+    )
+    assert status == 143, stderr
+    assert "pgsweep: interrupted by SIGTERM" in stderr
+    (run,) = _runs(tmp_path / "mlflow.db")  # the second job never started
+    assert run.info.status == "KILLED"
+
+
+# ---------------------------------------------------------------- the README's commands
+
+def test_readme_yale_train_then_evaluate_quietly(tmp_path, yale_root):
+    """`pgsweep experiment=thesis_yale data.root=...` then `pgsweep stages=[evaluate] model_ref=RUN_ID`."""
+    trained = _run(tmp_path, "experiment=thesis_yale", f"data.root={yale_root}", "trainer.max_epochs=2")
+    assert trained.returncode == 0, trained.stderr
+    output = trained.stdout + trained.stderr
+    assert "Epoch 0" not in output  # no progress bar into a pipe
+    assert "Creating initial MLflow database tables" not in output
+    (run,) = _runs(tmp_path / "mlflow.db")
+
+    queried = _run(tmp_path, "stages=[evaluate]", f"model_ref={run.info.run_id}")
+    assert queried.returncode == 0, queried.stderr
+    assert "Downloading artifacts" not in queried.stdout + queried.stderr
+    evaluation = next(r for r in _runs(tmp_path / "mlflow.db") if r.info.run_id != run.info.run_id)
+    assert evaluation.info.status == "FINISHED"
+    assert evaluation.data.params["data.name"] == "yale"
+    assert evaluation.data.params["split.test"] == "41" and evaluation.data.params["split.source"] == "model"
+    assert evaluation.data.metrics["eval_test_misclassified"] == run.data.metrics["final_test_misclassified"]

@@ -1,0 +1,95 @@
+"""Querying a model trained earlier: its recorded data, the split it logs, its store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import write_gif
+from pgsweep import load_model
+from pgsweep.config import override_keys
+from pgsweep.errors import DataError, ModelError
+from pgsweep.pipeline import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def yale_model(tmp_path_factory):
+    """A 1-epoch model on a small Yale-named folder, trained with seed 3 (so split_seed 3)."""
+    from hydra import compose, initialize_config_dir
+
+    from pgsweep.cli import config_dir
+
+    folder = tmp_path_factory.mktemp("yale_model")
+    root = folder / "faces"
+    root.mkdir()
+    for seed, name in enumerate(f"subject{s:02d}.{c}" for s in (1, 2, 3)
+                                for c in ("happy", "sad", "normal", "wink", "sleepy", "glasses")):
+        write_gif(root / name, seed)
+    uri = f"sqlite:///{folder}/mlflow.db"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"tracking.uri={uri}", "trainer.progress_bar=false", "stages=[train]",
+            "data=yale", f"data.root={root}", "data.image_size=32", "model.kernel_size=3",
+            "trainer.max_epochs=1", "seed=3",
+        ])
+    return uri, root, run_pipeline(cfg)
+
+
+def _evaluate(compose_config, uri: str, run_id: str, *overrides: str):
+    """What `pgsweep stages=[evaluate] model_ref=RUN_ID ...` runs: only `overrides` count as chosen."""
+    cfg = compose_config("stages=[evaluate]", f"model_ref={run_id}", f"tracking.uri={uri}", *overrides)
+    return run_pipeline(cfg, chosen=override_keys(overrides))
+
+
+def test_query_uses_the_models_recorded_data_and_logs_it(yale_model, compose_config):
+    uri, root, trained = yale_model
+    assert trained.model.provenance["root"] == str(root.resolve())
+    result = _evaluate(compose_config, uri, trained.run_id)  # the config still says digits, seed 0
+    reports = result.reports["evaluate"]
+    assert reports["test"].wrong == trained.reports["train"].test.wrong
+    run = MlflowClient(uri).get_run(result.run_id)
+    params = run.data.params
+    # the data and split actually used, not the config's digits defaults
+    assert params["data.name"] == "yale" and params["data.root"] == str(root.resolve())
+    assert params["data.image_size"] == "32" and params["data.split_seed"] == "3"
+    assert params["model.kernel_size"] == "3" and params["split.source"] == "model"
+    assert params["split.test"] == str(reports["test"].images)
+    client = MlflowClient(uri)
+    wrong = Path(client.download_artifacts(result.run_id, "errors/test_misclassified.txt")).read_text()
+    assert wrong.split() == list(reports["test"].wrong)
+    assert "errors/train_misclassified.txt" in {a.path for a in client.list_artifacts(result.run_id, "errors")}
+
+
+def test_explicit_data_overrides_win_and_a_missing_root_names_the_override(
+    yale_model, compose_config, tmp_path
+):
+    uri, root, trained = yale_model
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root, moved)
+    root.rename(root.with_name("faces-moved-away"))
+    try:
+        with pytest.raises(DataError, match=r"images in .*faces, which is not there: pass data.root=PATH"):
+            _evaluate(compose_config, uri, trained.run_id)
+        result = _evaluate(compose_config, uri, trained.run_id, f"data.root={moved}")
+        assert MlflowClient(uri).get_run(result.run_id).data.params["data.root"] == str(moved)
+        with pytest.raises(ModelError, match="classes"):  # data=digits chosen: the config's digits
+            _evaluate(compose_config, uri, trained.run_id, "data=digits")
+    finally:
+        root.with_name("faces-moved-away").rename(root)
+
+
+def test_load_model_never_creates_a_store(yale_model, tmp_path, monkeypatch):
+    uri, _, trained = yale_model
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ModelError, match=r"no MLflow store at .*mlflow\.db.*tracking_uri="):
+        load_model(trained.run_id)
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no mlruns/
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert load_model(trained.run_id).class_names == ("subject01", "subject02", "subject03")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert load_model(trained.run_id, tracking_uri=uri).provenance["dataset"] == "yale"
+    assert list(tmp_path.iterdir()) == []
