@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench ui clean
 
+IS_311 := -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'
+
+# A .venv left by a failed install with another Python is replaced, not reused.
 $(STAMP): pyproject.toml
+	@$(PYTHON) $(IS_311) 2>/dev/null || { echo "make: PYTHON=$(PYTHON) is not Python 3.11, which pgsweep needs: pass PYTHON=python3.11" >&2; exit 1; }
+	@if [ -e $(VENV) ] && ! $(BIN)/python $(IS_311) 2>/dev/null; then echo "make: $(VENV) is not a Python 3.11 environment: recreating it"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -25,4 +30,4 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 clean:
-	rm -rf $(VENV) outputs multirun mlflow.db mlartifacts
+	rm -rf $(VENV) outputs multirun mlflow.db mlartifacts server.db

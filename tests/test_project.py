@@ -1,0 +1,87 @@
+"""The repository around the code: the Makefile's set-up, ignored files, what the README states."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _other_python() -> str | None:
+    """An installed Python that is not 3.11, if this machine has one."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in (12, 13, 10)]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[023]*/bin/python3")))
+    for candidate in filter(None, candidates):
+        done = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                              capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() != "(3, 11)":
+            return candidate
+    return None
+
+
+def _make(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    # PIP_NO_INDEX: nothing is downloaded; the install itself is not what is tested here
+    env = {**os.environ, "PIP_NO_INDEX": "1", "MAKEFLAGS": ""}
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=folder, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_makefile_refuses_another_python_and_replaces_a_venv_made_with_one(tmp_path):
+    other = _other_python()
+    if other is None or shutil.which("make") is None:
+        pytest.skip("needs make and a Python other than 3.11")
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")  # the install after the venv fails fast: no project
+    refused = _make(tmp_path, ".venv/.installed", f"PYTHON={other}")
+    assert refused.returncode != 0
+    assert "is not Python 3.11, which pgsweep needs: pass PYTHON=python3.11" in refused.stderr
+    assert not (tmp_path / ".venv").exists()
+
+    # what an older Makefile left behind: a .venv from the wrong Python, never finished
+    subprocess.run([other, "-m", "venv", "--without-pip", str(tmp_path / ".venv")], check=True)
+    python311 = shutil.which("python3.11") or "python3"
+    again = _make(tmp_path, ".venv/.installed", f"PYTHON={python311}")
+    assert ".venv is not a Python 3.11 environment: recreating it" in again.stdout, again.stdout + again.stderr
+    version = subprocess.run([str(tmp_path / ".venv/bin/python"), "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True)
+    assert version.stdout.strip() == "(3, 11)"
+
+
+def test_files_the_readmes_commands_create_are_ignored():
+    stores = set(re.findall(r"sqlite:///([\w.-]+\.db)", README))
+    assert {"mlflow.db", "server.db"} <= stores
+    for name in [*sorted(stores), "mlartifacts/x", "outputs/x", "multirun/x"]:
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO)
+        assert ignored.returncode == 0, f"{name} is not git-ignored"
+
+
+def test_readme_states_the_bench_default_round_count():
+    bench = (REPO / "benchmarks" / "bench_engine.py").read_text()
+    default = re.search(r'"--rounds", type=int, default=(\d+)', bench).group(1)
+    assert re.findall(r"(\d+) rounds", README.split("## Performance", 1)[1].split("##", 1)[0]) == [default]
+
+
+@pytest.mark.parametrize(
+    "override, first_line",
+    [
+        ("trainer.max_epoch=5", "Could not override 'trainer.max_epoch'."),
+        ("experiment=thesis_yal", "In 'config': Could not find 'experiment/thesis_yal'"),
+    ],
+)
+def test_readme_shows_hydras_own_errors_as_they_are(tmp_path, override, first_line):
+    """Hydra rejects unknown keys and options before pgsweep runs; the README says how that looks."""
+    import sys
+
+    script = Path(sys.executable).with_name("pgsweep")
+    done = subprocess.run([str(script), override], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == first_line, done.stderr
+    assert f"`pgsweep {override}`" in README and first_line in README
