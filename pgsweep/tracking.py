@@ -173,8 +173,11 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
     try:
         yield Tracker(client, run_id)
     except (KeyboardInterrupt, Interrupted):
-        log.warning("MLflow run %s interrupted: marked KILLED", run_id)
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        try:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+            log.warning("MLflow run %s interrupted: marked KILLED", run_id)
+        except Exception as error:  # the interrupt, not this, decides the exit status
+            log.warning("MLflow run %s interrupted, but marking it KILLED failed: %s", run_id, error)
         raise
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
