@@ -7,6 +7,7 @@ MLflow, load when a job runs, so `--help` and Hydra's own config errors answer f
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 
 from pgsweep.config import override_keys
@@ -61,10 +63,36 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def hydra_error_line(error: HydraException) -> str:
+    """Hydra's multi-line message for a mistyped key or option, as one line."""
+    if isinstance(error, MissingConfigException) and error.options:
+        first = str(error).splitlines()[0].strip()
+        return f"{first}; available: {', '.join(error.options)}"
+    # the message up to its first blank line (after it: search paths, hints about tracebacks)
+    lines = []
+    for line in str(error).splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    if isinstance(error, OverrideParseException):  # the message does not say which override
+        lines.insert(0, f"cannot parse override '{error.override}':")
+    cause = str(error.__cause__).splitlines()[0].strip() if error.__cause__ and str(error.__cause__) else ""
+    return " ".join(lines) + (f" ({cause})" if cause else "")
+
+
 def main() -> None:
+    # Hydra prints its own errors over several lines and exits 1; asked to raise them
+    # instead, it lets a mistyped key get pgsweep's one line and status 2 like any other.
+    user_wants_tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     with signals_interrupt():
         try:
             _main()
+        except HydraException as error:
+            if user_wants_tracebacks:
+                raise
+            print(f"pgsweep: error: {hydra_error_line(error)}", file=sys.stderr)
+            sys.exit(2)
         except (Interrupted, KeyboardInterrupt) as stop:
             if not isinstance(stop, Interrupted):
                 stop = Interrupted(signal.SIGINT)

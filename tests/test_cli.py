@@ -56,7 +56,7 @@ print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & %r))
         (["--help"], 0),
         (["trainer.max_epochs=0"], 2),  # pgsweep's own config check
         (["stages=[evaluate]"], 2),  # a query without model_ref
-        (["trainer.max_epoch=5"], 1),  # Hydra's: a mistyped key
+        (["trainer.max_epoch=5"], 2),  # found by Hydra: a mistyped key
     ],
 )
 def test_help_and_config_errors_import_no_heavy_library(tmp_path, args, status):

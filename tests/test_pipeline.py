@@ -255,6 +255,12 @@ def test_console_script_trains_into_local_sqlite(tmp_path):
     [
         (["data=yale", "data.root=/no/such/folder"], "pgsweep: error: data.root: folder not found"),
         (["stages=[fly]"], "pgsweep: error: stages: unknown stage 'fly'"),
+        # mistyped keys and options are Hydra's to find; they get the same one line and status
+        (["trainer.max_epoch=5"], "pgsweep: error: Could not override 'trainer.max_epoch'. To append"),
+        (["experiment=thesis_yal"],
+         "pgsweep: error: In 'config': Could not find 'experiment/thesis_yal'; available: thesis_yale"),
+        (["-m", "seed=0,1", "data=yal"], "pgsweep: error: In 'config': Could not find 'data/yal'; available:"),
+        (["trainer.max_epochs=["], "pgsweep: error: cannot parse override 'trainer.max_epochs=['"),
     ],
 )
 def test_console_script_reports_bad_input_in_one_line(tmp_path, overrides, message):
