@@ -93,3 +93,13 @@ def test_load_model_never_creates_a_store(yale_model, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert load_model(trained.run_id, tracking_uri=uri).provenance["dataset"] == "yale"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_override_keys_name_what_the_command_line_chose():
+    from pgsweep.config import chose
+
+    keys = override_keys(["data.root=/x", "+trainer.foo=1", "~tracking.run_name", "++seed=2", "stages=[a,b]"])
+    assert keys == {"data.root", "trainer.foo", "tracking.run_name", "seed", "stages"}
+    assert chose(keys, "data.root") and not chose(keys, "data.name")
+    assert chose(override_keys(["data=yale"]), "data.name")  # a group choice sets every key in it
+    assert not chose(override_keys(["database=1"]), "data.root")
