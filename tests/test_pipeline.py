@@ -157,6 +157,27 @@ def test_lightnings_sigterm_exit_becomes_an_interrupt(compose_config):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_lightnings_ctrl_c_exit_becomes_a_keyboard_interrupt():
+    """Lightning catches Ctrl-C inside fit and calls sys.exit(1); the API caller must see the interrupt."""
+    from pgsweep.data import load_digits, stratified_split
+    from pgsweep.models.spec import ConvNetSpec
+    from pgsweep.settings import TrainSettings
+    from pgsweep.train import train_model
+
+    def ctrl_c(metrics, epoch) -> None:
+        raise KeyboardInterrupt
+
+    images = load_digits(image_size=24)
+    split = stratified_split(images.labels.numpy(), images.content_ids, images.class_names, 0.25, 0.0, 0)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_model(images, split, ConvNetSpec(num_classes=10, input_size=24, kernel_size=3),
+                        TrainSettings(max_epochs=3, progress_bar="false"), on_epoch_end=ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)  # Lightning ignores further Ctrl-C after the first
+
+
 def test_unavailable_accelerator_fails_before_any_run(compose_config):
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("this machine has a GPU")
