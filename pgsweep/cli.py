@@ -98,6 +98,10 @@ def main() -> None:
                 stop = Interrupted(signal.SIGINT)
             print(f"pgsweep: {stop}; stopped (an MLflow run in progress is marked KILLED)", file=sys.stderr)
             sys.exit(stop.exit_status)
+        except BrokenPipeError:
+            # the reader went away (`pgsweep --help | head`): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
 
 
 if __name__ == "__main__":
