@@ -192,6 +192,22 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
     return client, run.info.run_id
 
 
+def worker_tracker(settings: TrackingSettings, run_id: str) -> Tracker:
+    """A Tracker for a worker process (a Ray task) logging straight into a driver's run.
+
+    Only a tracking server takes many writers at once. With a local SQLite store the
+    workers return their results and the driver logs them; the driver also creates the
+    store (tracked_run, start_parent_run) before any worker starts, since concurrent
+    first use of a new SQLite store fails in MLflow's schema migrations.
+    """
+    if not settings.is_server:
+        raise ConfigError(
+            f"workers log only to an MLflow server (tracking.uri=http://HOST:PORT), not to "
+            f"'{settings.uri}': there the driver logs what the workers return"
+        )
+    return Tracker(MlflowClient(tracking_uri=settings.uri), run_id)
+
+
 @contextmanager
 def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
     """Start a run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises."""
