@@ -80,14 +80,14 @@ def download(uri: str, run_id: str, path: str) -> bytes:
 
 
 @contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str) -> Iterator[str]:
+def mlflow_server(folder: Path, backend_store_uri: str, extra: list[str] = (), port: int | None = None) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 with artifacts under `folder`; stopped by its PID."""
-    port = free_port()
+    port = port or free_port()
     log = open(folder / "mlflow-server.log", "w")
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts"),
-         "--workers", "1"],
+         "--workers", "1", *extra],
         cwd=folder, stdout=log, stderr=subprocess.STDOUT,
         # one worker and no job runner: about 0.5 GB
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -106,7 +107,8 @@ def test_ray_workers_logging_at_once_lose_nothing(server):
             tracker.log_metrics({f"task{task}.m{k}": task * 1000 + step * 10 + k for k in range(PER_BATCH)}, step)
         return os.getpid()
 
-    ray.init(num_cpus=4, include_dashboard=False, address="local", log_to_driver=False)
+    ray.init(num_cpus=4, include_dashboard=False, address="local", log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # loopback only
     try:
         with tracked_run(settings) as tracker:  # the driver creates the run first
             pids = ray.get([log_batches.remote(task, tracker.run_id) for task in range(TASKS)], timeout=300)
@@ -122,6 +124,25 @@ def test_ray_workers_logging_at_once_lose_nothing(server):
                 (step, task * 1000 + step * 10 + k) for step in range(BATCHES)]
             arrived += len(history)
     assert arrived == TASKS * BATCHES * PER_BATCH
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group(name="ray")
+def test_hydra_ray_launcher_runs_jobs_as_ray_tasks(server, tmp_path):
+    """hydra/launcher=ray (the ray-launcher extra): each job runs in a Ray worker process and
+    logs there, straight to the server, nested under the driver's parent run."""
+    uri, _ = server
+    done = _pgsweep(tmp_path, "-m", "seed=0,1", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                    f"tracking.uri={uri}", "tracking.experiment=ray-launcher", "hydra/launcher=ray",
+                    "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false",
+                    "+hydra.launcher.ray.init._node_ip_address=127.0.0.1")  # loopback only
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers = set(re.findall(r"\(_run_job pid=(\d+)\)", done.stdout + done.stderr))
+    assert workers  # the jobs ran as Ray tasks, in worker processes
+    runs = _experiment_runs(uri, "ray-launcher")
+    (parent,) = [run for run in runs if _tags(run).get("pgsweep.multirun") == "parent"]
+    children = [run for run in runs if _tags(run).get("mlflow.parentRunId") == parent["info"]["run_id"]]
+    assert len(children) == 2 and all(run["info"]["status"] == "FINISHED" for run in [parent, *children])
 
 
 def test_workers_never_write_a_local_sqlite_store(tmp_path):
