@@ -134,3 +134,16 @@ def test_mlflow_allowed_hosts_let_the_service_name_through(tmp_path):
         assert request(uri, "mlflow:5000").status == 200
         with pytest.raises(urllib.error.HTTPError, match="403"):
             request(uri, "elsewhere:5000")
+
+
+def test_ray_cluster_launcher_example_is_a_valid_cluster_config():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = (DOCKER / "ray-cluster.yaml").read_text()
+    config = prepare_config(yaml.safe_load(text))
+    validate_config(config)  # Ray's own schema, as `ray up` checks it
+    assert config["docker"]["image"].startswith("pgsweep:")
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard` (ssh), not published
+    assert "--env=RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert "--env=RAY_AUTH_TOKEN" in config["docker"]["run_options"]  # its value stays in the environment
