@@ -156,3 +156,30 @@ def test_an_interrupted_multirun_leaves_no_run_running(tmp_path):
     assert len(children) == 1  # the second job never started
     assert parent.info.status in ("FAILED", "KILLED")
     assert all(c.info.status in ("FAILED", "KILLED") for c in children)
+
+
+def test_children_left_running_are_killed_and_the_parent_with_them(tmp_path):
+    """A job whose process died (a Ray worker, kill -9) left its run RUNNING: the driver's
+    exit handler ends it KILLED, and the parent KILLED, with the summary of what ran."""
+    from dataclasses import replace
+
+    from pgsweep.errors import ConfigError
+    from pgsweep.tracking import TrackingSettings, _open_run, finish_parent_run, start_parent_run, tracked_run
+
+    settings = TrackingSettings(uri=f"sqlite:///{tmp_path}/mlflow.db")
+    parent = start_parent_run(settings, {"pgsweep.multirun": "parent"}, {"multirun.jobs": 2})
+    child = replace(settings, parent_run_id=parent)
+    with tracked_run(child) as finished:
+        finished.log_metrics({"final_test_error": 0.25})
+    _, running = _open_run(child, {})  # its process is gone
+    assert finish_parent_run(settings, parent, [], ended=False) == "KILLED"
+    client = MlflowClient(settings.uri)
+    assert client.get_run(running).info.status == "KILLED"
+    assert client.get_run(finished.run_id).info.status == "FINISHED"
+    assert client.get_run(parent).data.metrics["jobs_killed"] == 1
+    summary = pd.read_parquet(client.download_artifacts(parent, "multirun/summary.parquet", str(tmp_path)))
+    assert list(summary["status"]) == ["FINISHED", "KILLED"]
+    with pytest.raises(ConfigError, match="no such run"):
+        _open_run(replace(settings, parent_run_id="f" * 32), {})
+    with pytest.raises(ConfigError, match="another experiment"):
+        _open_run(replace(child, experiment="elsewhere"), {})
