@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@if [ -e $(VENV) ] && ! $(BIN)/python $(IS_311) 2>/dev/null; then echo "make: $(VENV) is not a Python 3.11 environment: recreating it"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray-launcher]'
 	touch $(STAMP)
 
 run: $(STAMP)

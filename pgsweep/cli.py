@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.config import override_keys
 from pgsweep.errors import Interrupted, PgsweepError
@@ -28,6 +28,20 @@ def config_dir() -> str:
     packaged = Path(__file__).resolve().parent / "conf"
     source = Path(__file__).resolve().parent.parent / "conf"
     return str(packaged if packaged.is_dir() else source)
+
+
+def sweeps_dir() -> str:
+    """sweeps/ inside an installed wheel, or the source tree's top-level sweeps/.
+
+    It is a Hydra search-path root (conf/config.yaml names it through this resolver)
+    whose `sweep` group holds the multirun definitions: `pgsweep -m +sweep=NAME`.
+    """
+    packaged = Path(__file__).resolve().parent / "sweeps"
+    source = Path(__file__).resolve().parent.parent / "sweeps"
+    return str(packaged if packaged.is_dir() else source)
+
+
+OmegaConf.register_new_resolver("pgsweep.sweeps_dir", sweeps_dir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

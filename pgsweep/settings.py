@@ -8,6 +8,7 @@ checking a config answers in a fraction of a second; the modules that use them
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 
@@ -67,6 +68,8 @@ class TrackingSettings:
     experiment: str = "pgsweep"
     artifact_location: str | None = None  # default: mlartifacts/ beside a local SQLite store
     run_name: str | None = None
+    # A multirun's parent: each job's run nests under it (set by pgsweep.multirun)
+    parent_run_id: str | None = None
 
     def validate(self) -> None:
         if not self.uri or "://" not in self.uri and not self.uri.startswith("databricks"):
@@ -75,3 +78,10 @@ class TrackingSettings:
             )
         if not self.experiment:
             raise ConfigError("tracking.experiment must be a non-empty name")
+        if self.parent_run_id is not None and not re.fullmatch(r"[0-9a-f]{32}", self.parent_run_id):
+            raise ConfigError(f"tracking.parent_run_id '{self.parent_run_id}' is not an MLflow run id")
+
+    @property
+    def is_server(self) -> bool:
+        """Many processes may log at once only to a tracking server, not to a local SQLite file."""
+        return self.uri.startswith(("http://", "https://"))

@@ -53,6 +53,11 @@ MODEL_ARTIFACT_DIR = "model"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
+PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
+SUMMARY_TABLE = "multirun/summary.parquet"
+RUNNING, FINISHED, FAILED, KILLED = (
+    RunStatus.to_string(s) for s in (RunStatus.RUNNING, RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+)
 
 
 def _local_db_path(uri: str) -> Path | None:
@@ -158,31 +163,118 @@ class Tracker:
         return f"runs:/{self.run_id}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
 
 
-@contextmanager
-def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
-    """Start a run; it ends FINISHED, or FAILED if the body raises (KILLED on Ctrl-C or SIGTERM)."""
+def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tuple[MlflowClient, str]:
+    """Create the store and experiment when missing, then a run in it (nested when asked)."""
     client, artifact_location = _prepare_store(settings)
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is None:
         experiment_id = client.create_experiment(settings.experiment, artifact_location=artifact_location)
     else:
         experiment_id = experiment.experiment_id
-    run = client.create_run(experiment_id, run_name=settings.run_name, tags=dict(tags or {}))
-    run_id = run.info.run_id
-    log.info("MLflow run %s (experiment '%s', %s)", run_id, settings.experiment, settings.uri)
+    tags = dict(tags or {})
+    if settings.parent_run_id:
+        try:
+            parent = client.get_run(settings.parent_run_id)
+        except Exception:  # MLflow raises its own error type for a missing run
+            raise ConfigError(f"tracking.parent_run_id {settings.parent_run_id}: no such run") from None
+        if parent.info.experiment_id != experiment_id:
+            raise ConfigError(
+                f"tracking.parent_run_id {settings.parent_run_id} is in another experiment "
+                f"than tracking.experiment '{settings.experiment}'"
+            )
+        tags[PARENT_TAG] = settings.parent_run_id
+    run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
+    log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, settings.uri)
+    return client, run.info.run_id
+
+
+def worker_tracker(settings: TrackingSettings, run_id: str) -> Tracker:
+    """A Tracker for a worker process (a Ray task) logging straight into a driver's run.
+
+    Only a tracking server takes many writers at once. With a local SQLite store the
+    workers return their results and the driver logs them; the driver also creates the
+    store (tracked_run, start_parent_run) before any worker starts, since concurrent
+    first use of a new SQLite store fails in MLflow's schema migrations.
+    """
+    if not settings.is_server:
+        raise ConfigError(
+            f"workers log only to an MLflow server (tracking.uri=http://HOST:PORT), not to "
+            f"'{settings.uri}': there the driver logs what the workers return"
+        )
+    return Tracker(MlflowClient(tracking_uri=settings.uri), run_id)
+
+
+@contextmanager
+def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
+    """Start a run; it ends FINISHED, or FAILED if the body raises (KILLED on Ctrl-C or SIGTERM)."""
+    client, run_id = _open_run(settings, tags)
     try:
         yield Tracker(client, run_id)
     except (KeyboardInterrupt, Interrupted):
         try:
-            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+            client.set_terminated(run_id, KILLED)
             log.warning("MLflow run %s interrupted: marked KILLED", run_id)
         except Exception as error:  # the interrupt, not this, decides the exit status
             log.warning("MLflow run %s interrupted, but marking it KILLED failed: %s", run_id, error)
         raise
     except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        client.set_terminated(run_id, FAILED)
         raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    client.set_terminated(run_id, FINISHED)
+
+
+# ---------------------------------------------------------------- multiruns: a parent run
+
+def start_parent_run(settings: TrackingSettings, tags: Mapping[str, str], params: Mapping[str, object]) -> str:
+    """The run a multirun's jobs nest under. Creating it also creates a new local store,
+    once, before any job starts: concurrent first use of a new SQLite store fails in
+    MLflow's schema migrations."""
+    client, run_id = _open_run(settings, tags)
+    Tracker(client, run_id).log_params(params)
+    return run_id
+
+
+def child_runs(settings: TrackingSettings, parent_run_id: str) -> list:
+    client = MlflowClient(tracking_uri=settings.uri)
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"], max_results=10_000,
+    )
+
+
+def finish_parent_run(settings: TrackingSettings, parent_run_id: str, swept: list[str], ended: bool) -> str:
+    """Log the summary table (a row per job) to the parent run and end it; returns its status.
+
+    ended: the multirun reached its end hook. When it did not (an interrupt, a job that
+    stopped the process), children still RUNNING are ended KILLED, and the parent ends
+    KILLED if any child was, else FAILED: no run of the multirun is left RUNNING.
+    """
+    import pandas as pd
+
+    client = MlflowClient(tracking_uri=settings.uri)
+    children = child_runs(settings, parent_run_id)
+    statuses = []
+    for child in children:
+        if child.info.status == RUNNING:  # its process is gone, or the multirun was stopped
+            client.set_terminated(child.info.run_id, KILLED)
+        statuses.append(KILLED if child.info.status == RUNNING else child.info.status)
+    if ended and all(status == FINISHED for status in statuses):
+        status = FINISHED
+    else:
+        status = KILLED if KILLED in statuses else FAILED
+    rows = [
+        {"run_id": child.info.run_id, "run_name": child.info.run_name, "status": job_status,
+         **{key: child.data.params.get(key) for key in swept}, **child.data.metrics}
+        for child, job_status in zip(children, statuses)
+    ]
+    tracker = Tracker(client, parent_run_id)
+    if rows:
+        tracker.log_table(pd.DataFrame(rows), SUMMARY_TABLE)
+    tracker.log_metrics({"jobs": len(children), "jobs_finished": statuses.count(FINISHED),
+                         "jobs_failed": statuses.count(FAILED), "jobs_killed": statuses.count(KILLED)})
+    client.set_terminated(parent_run_id, status)
+    return status
 
 
 def default_tracking_uri() -> str:

@@ -1,0 +1,145 @@
+"""The Hydra callback behind `pgsweep -m`: one MLflow parent run per multirun.
+
+on_multirun_start composes every job's config, checks it with the pipeline's own
+read_settings (a bad value in job 13 stops the multirun before job 1), and creates the
+parent run; each job's run nests under it (on_job_start hands the id to the job through
+PGSWEEP_PARENT_RUN_ID, which conf/tracking/default.yaml reads as tracking.parent_run_id;
+the callback object travels with the job to a Ray worker, so this works there too).
+on_multirun_end logs a summary table, a row per job, and ends the parent.
+
+hydra-core 1.3.8 skips on_multirun_end when a job fails or the multirun is interrupted,
+so an exit handler ends the parent instead (KILLED if a job was killed, else FAILED) and
+ends any job run still RUNNING as KILLED. This module is an entry point: Hydra is used
+here, MLflow only through pgsweep.tracking.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "PGSWEEP_PARENT_RUN_ID"
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+log = logging.getLogger(__name__)
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides, as the basic sweeper will launch them (command line wins)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+    return batch
+
+
+def check_jobs(config: DictConfig) -> list:
+    """Compose and check every job's config before any job runs; returns their Settings.
+
+    Raises ConfigError naming the first bad job and its problem.
+    """
+    from pgsweep.errors import ConfigError, PgsweepError
+    from pgsweep.pipeline import read_settings
+
+    loader = GlobalHydra.instance().config_loader()
+    jobs = job_overrides(config)
+    swept = swept_keys(jobs)
+    settings = []
+    for number, overrides in enumerate(jobs):
+        # name the job by what differs between jobs
+        shown = " ".join(o for o in overrides if o.partition("=")[0].lstrip("+~") in swept) or " ".join(overrides)
+        try:
+            job_config = loader.load_sweep_config(config, list(overrides))
+            # the job's own part, as run_job hands it to the task (Hydra's node left out)
+            settings.append(read_settings(OmegaConf.masked_copy(job_config, [k for k in job_config if k != "hydra"])))
+        except PgsweepError as error:
+            raise ConfigError(f"job {number} ({shown}): {error}") from None
+        except Exception as error:  # Hydra's own composition errors: a key not in the config ...
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"job {number} ({shown}): {message}") from None
+    trackings = {(s.tracking.uri, s.tracking.experiment) for s in settings}
+    if len(trackings) > 1:
+        raise ConfigError("tracking.uri and tracking.experiment must be the same for every job of a multirun")
+    if settings and config.hydra.launcher._target_ != _BASIC_LAUNCHER and not settings[0].tracking.is_server:
+        # jobs in other processes (Ray workers) would all write one SQLite file at once
+        raise ConfigError(
+            f"hydra/launcher={config.hydra.launcher._target_.rsplit('.', 1)[-1]} runs jobs in other "
+            f"processes, which log themselves: set tracking.uri=http://HOST:PORT (an MLflow server); "
+            f"'{settings[0].tracking.uri}' takes one writer at a time"
+        )
+    return settings
+
+
+def swept_keys(jobs: list[list[str]]) -> list[str]:
+    """The config keys whose value differs between jobs (the summary table's columns)."""
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    return [key for key, seen in values.items() if len(seen) > 1]
+
+
+class MultirunTracking(Callback):
+    """Nests a multirun's job runs under one MLflow parent run (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self._tracking = None
+        self._swept: list[str] = []
+        self._open = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pgsweep.errors import PgsweepError
+        from pgsweep.tracking import start_parent_run
+
+        try:
+            if config.hydra.sweeper._target_ != _BASIC_SWEEPER:
+                log.warning("sweeper %s: job configs are checked as each job starts", config.hydra.sweeper._target_)
+                return
+            settings = check_jobs(config)
+            if not settings:
+                return
+            jobs = job_overrides(config)
+            self._tracking = settings[0].tracking
+            self._swept = swept_keys(jobs)
+            self.parent_run_id = start_parent_run(
+                self._tracking,
+                tags={"pgsweep.multirun": "parent", "pgsweep.sweep_dir": str(config.hydra.sweep.dir)},
+                params={"multirun.jobs": len(jobs), "multirun.swept": ",".join(self._swept),
+                        "multirun.overrides": " ".join(config.hydra.overrides.task)},
+            )
+        except PgsweepError as error:
+            print(f"pgsweep: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        self._open = True
+        atexit.register(self._finish, ended=False)
+        log.info("multirun of %d jobs: MLflow parent run %s", len(jobs), self.parent_run_id)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_run_id is not None:
+            os.environ[PARENT_ENV] = self.parent_run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(ended=True)
+
+    def _finish(self, ended: bool) -> None:
+        if not self._open:
+            return
+        self._open = False
+        from pgsweep.tracking import finish_parent_run
+
+        status = finish_parent_run(self._tracking, self.parent_run_id, self._swept, ended)
+        log.info("MLflow parent run %s: %s", self.parent_run_id, status)
