@@ -114,8 +114,11 @@ def test_sigterm_stops_a_multirun_with_143_and_the_run_killed(tmp_path):
     )
     assert status == 143, stderr
     assert "pgsweep: interrupted by SIGTERM" in stderr
-    (run,) = _runs(tmp_path / "mlflow.db")  # the second job never started
-    assert run.info.status == "KILLED"
+    runs = _runs(tmp_path / "mlflow.db")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (job,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert job.info.status == "KILLED"  # the second job never started
+    assert parent.info.status == "KILLED"  # the multirun's parent run ends with it
 
 
 # ---------------------------------------------------------------- the README's commands
