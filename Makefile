@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/pgsweep $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py

@@ -15,6 +15,7 @@ from pgsweep.analyses import adversarial as adv
 from pgsweep.errors import QueryError
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
 from pgsweep.testing.models import hand_set_convnet, hand_set_mlp, mlp
+from pgsweep.testing.reference import per_point_loop
 
 
 def small_net(seed: int = 0) -> ThesisConvNet:
@@ -29,27 +30,8 @@ def small_net(seed: int = 0) -> ThesisConvNet:
     return network
 
 
-def reference_points(network, images, labels, targets, steps, p: adv.Perturbation) -> pd.DataFrame:
-    """One (image, target, step) at a time, the gradient recomputed each time: the obvious loop."""
-    rows = []
-    for b in range(images.shape[0]):
-        for t in targets:
-            for k, s in enumerate(steps):
-                x = images[b : b + 1].clone().requires_grad_(True)
-                logits = network(x)
-                y = torch.softmax(logits, 1)[0, t] if p.output == "softmax" else logits[0, t]
-                (g,) = torch.autograd.grad(y, x)
-                d = {"raw": g, "sign": g.sign(), "l2": g / g.norm()}[p.step_kind]
-                moved = x.detach() + s * d
-                if p.clip:
-                    moved = moved.clamp(p.clip_min, p.clip_max)
-                with torch.no_grad():
-                    probs = torch.softmax(network(moved), 1)[0]
-                pred = int(probs.argmax())
-                label = int(labels[b])
-                rows.append((b, label, t, k, s, float(probs[t]), float(probs[label]), pred,
-                             pred == t and t != label, pred != label))
-    return pd.DataFrame(rows, columns=list(adv.RESULT_COLUMNS))
+def reference_points(network, images, labels, targets, steps, p):
+    return per_point_loop(network, images, labels, range(images.shape[0]), targets, steps, p)
 
 
 @pytest.mark.parametrize("output,step_kind,clip,prefix", [
