@@ -70,9 +70,21 @@ def test_affine_prefix_is_found_and_exact():
     fast = adv.evaluate_block(network, images, labels, range(6), range(4), steps, affine_prefix="conv1")
     assert (plain.prediction == fast.prediction).all()
     assert np.allclose(plain.target_confidence, fast.target_confidence, atol=1e-6)
-    prefix, _ = adv.split_at(network, "conv1")
     directions = adv.step_directions(adv.input_gradients(network, images, [0, 1], "softmax"), "raw")
-    assert adv.prefix_is_affine(prefix, images, directions, steps)
+    plan = adv.StepPlan.build(network, "conv1", clip=False)
+    assert plan.pool == 2 and isinstance(plan.act, nn.Tanh)  # conv1's tanh + 2x2 max pool fused
+    assert isinstance(plan.rest[1], nn.MaxPool2d) and isinstance(plan.rest[2], nn.Tanh)  # conv2, then pool2 before act2
+    assert adv.plan_agrees(plan, network, images, directions, max(steps), None)
+
+
+def test_the_fast_path_pools_before_activations_exactly():
+    """max_pool(tanh(z)) == tanh(max_pool(z)), and the phase trick equals max pooling, even for odd sizes."""
+    z = torch.randn(3, 2, 7, 9)
+    pool = nn.MaxPool2d(2)
+    assert torch.equal(adv._phases(z, 2).amax(0), pool(z))
+    assert torch.allclose(pool(torch.tanh(z)), torch.tanh(pool(z)))
+    assert adv._fusable_pool(nn.MaxPool2d(2)) == 2 and adv._fusable_pool(nn.MaxPool2d(3, stride=1)) == 0
+    assert adv._fusable_pool(nn.AvgPool2d(2)) == 0
 
 
 def test_a_prefix_that_is_not_affine_falls_back_to_the_plain_path(caplog):
@@ -80,14 +92,15 @@ def test_a_prefix_that_is_not_affine_falls_back_to_the_plain_path(caplog):
     images, labels = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
     steps = [0.0, 1.0, 4.0]
     p = adv.Perturbation("logit", "l2")
-    prefix, _ = adv.split_at(network, "act1")  # tanh is not affine
+    wrong = adv.StepPlan.build(network, "act1", clip=False)  # tanh is not affine
     directions = adv.step_directions(adv.input_gradients(network, images, [0], "logit"), "l2")
-    assert not adv.prefix_is_affine(prefix, images, directions, steps)
+    assert not adv.plan_agrees(wrong, network, images, directions, max(steps), None)
     with caplog.at_level(logging.WARNING):
         wrong_prefix = adv.evaluate_block(network, images, labels, range(4), range(4), steps, p, "act1")
-    assert "not affine" in caplog.text
+    assert "disagrees with the network" in caplog.text
     plain = adv.evaluate_block(network, images, labels, range(4), range(4), steps, p, None)
-    pd.testing.assert_frame_equal(wrong_prefix, plain)
+    assert (wrong_prefix.prediction == plain.prediction).all()
+    assert np.allclose(wrong_prefix.target_confidence, plain.target_confidence, atol=1e-6)
     with pytest.raises(QueryError, match="not a top-level layer"):
         adv.split_at(network, "nope")
     with pytest.raises(QueryError, match="nn.Sequential"):

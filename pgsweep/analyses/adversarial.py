@@ -164,18 +164,6 @@ def split_at(network: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
 
 
 @torch.no_grad()
-def prefix_is_affine(prefix: nn.Module, images: torch.Tensor, directions: torch.Tensor,
-                     steps: Sequence[float], tolerance: float = 1e-4) -> bool:
-    """Check prefix(x + s d) == prefix(x) + s (prefix(d) - prefix(0)) on one batch, at the largest step."""
-    s = max(steps)
-    x, d = images, directions[0]  # (B, *x): one target's directions suffice
-    direct = prefix(x + s * d)
-    composed = prefix(x) + s * linear_part(prefix, d)
-    scale = direct.abs().max().clamp_min(1.0)
-    return bool(((direct - composed).abs().max() / scale) <= tolerance)
-
-
-@torch.no_grad()
 def linear_part(prefix: nn.Module, directions: torch.Tensor) -> torch.Tensor:
     """L(d) = prefix(d) - prefix(0) for an affine prefix, without cancellation.
 
@@ -190,12 +178,123 @@ def linear_part(prefix: nn.Module, directions: torch.Tensor) -> torch.Tensor:
     return moved * scale.reshape(-1, *[1] * (moved.dim() - 1))
 
 
-# ---------------------------------------------------------------- evaluating a block
+# ---------------------------------------------------------------- the fast path, checked
+
+# elementwise and non-decreasing, so max_pool(act(z)) == act(max_pool(z)): pooling first
+# applies the activation to a quarter of the values (2x2 pools)
+_MONOTONE = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.Hardtanh, nn.ReLU6, nn.Identity)
+
+
+def _fusable_pool(module: nn.Module) -> int:
+    """k for a non-overlapping k x k max pool (kernel == stride, no padding/dilation), else 0."""
+    if not isinstance(module, nn.MaxPool2d) or module.ceil_mode or module.return_indices:
+        return 0
+    k, stride, pad, dil = (module.kernel_size, module.stride, module.padding, module.dilation)
+    same = lambda v: v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else -1)  # noqa: E731
+    k, stride, pad, dil = same(k), same(stride), same(pad), same(dil)
+    return k if k > 1 and stride == k and pad == 0 and dil == 1 else 0
+
+
+def _pool_first(modules: list[nn.Module]) -> list[nn.Module]:
+    """Swap every (monotone activation, fusable max pool) pair: same output, less work."""
+    out, i = [], 0
+    while i < len(modules):
+        if i + 1 < len(modules) and isinstance(modules[i], _MONOTONE) and _fusable_pool(modules[i + 1]):
+            out += [modules[i + 1], modules[i]]
+            i += 2
+        else:
+            out.append(modules[i])
+            i += 1
+    return out
+
+
+def _phases(t: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., H, W) -> (k*k, ..., H//k, W//k): the k x k pool windows' members, one phase each."""
+    h, w = (t.shape[-2] // k) * k, (t.shape[-1] // k) * k
+    return torch.stack([t[..., i:h:k, j:w:k] for i in range(k) for j in range(k)])
+
+
+@dataclass
+class StepPlan:
+    """How the perturbed images x + s*d go through the network, for many s.
+
+    prefix: the affine layers applied once to x and once to d (None: perturb pixels)
+    pool, act: a k x k max pool and monotone activation right after the prefix, done as
+               the max over the k*k phases of A(x) + s L(d), then the activation
+    rest:  the remaining layers, activation/max-pool pairs swapped to pool first
+    """
+
+    prefix: nn.Module | None
+    pool: int
+    act: nn.Module | None
+    rest: nn.Module
+
+    @classmethod
+    def plain(cls, network: nn.Module) -> "StepPlan":
+        return cls(None, 0, None, network)
+
+    @classmethod
+    def build(cls, network: nn.Module, affine_prefix: str | None, clip: bool) -> "StepPlan":
+        children = _children(network)
+        if children is None:
+            if affine_prefix and not clip:
+                split_at(network, affine_prefix)  # raises the clear error
+            return cls.plain(network)
+        modules = [m for _, m in children]
+        if not affine_prefix or clip:
+            return cls(None, 0, None, nn.Sequential(*_pool_first(modules)))
+        prefix, _ = split_at(network, affine_prefix)
+        cut = len(prefix)
+        act, pool = None, 0
+        if cut + 1 < len(modules) and isinstance(modules[cut], _MONOTONE):
+            pool = _fusable_pool(modules[cut + 1])
+            act = modules[cut] if pool else None
+        after = modules[cut + 2 :] if pool else modules[cut:]
+        return cls(prefix, pool, act, nn.Sequential(*_pool_first(after)))
+
+    def prepare(self, images: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base, moved) for `images` (B, *x) and `directions` (T, B, *x): what each step combines."""
+        if self.prefix is None:
+            return images, directions
+        base = self.prefix(images)  # (B, *a): A(x)
+        moved = linear_part(self.prefix, directions.flatten(0, 1))  # (T*B, *a): L(d)
+        moved = moved.reshape(*directions.shape[:2], *moved.shape[1:])  # (T, B, *a)
+        if self.pool:
+            base, moved = _phases(base, self.pool), _phases(moved, self.pool).transpose(0, 1)
+            # base (P, B, ...), moved (T, P, B, ...)
+        return base, moved
+
+    def rows(self, base: torch.Tensor, moved: torch.Tensor, t: int, rows: slice):
+        """The slices of base and moved for target index t and some images."""
+        if self.pool:
+            return base[:, rows], moved[t, :, rows]
+        return base[rows], moved[t, rows]
+
+    def logits(self, base_rows: torch.Tensor, moved_rows: torch.Tensor, step: float,
+               clip: tuple[float, float] | None) -> torch.Tensor:
+        if self.pool:
+            pooled = torch.add(base_rows[0], moved_rows[0], alpha=step)
+            for p in range(1, base_rows.shape[0]):
+                torch.maximum(pooled, torch.add(base_rows[p], moved_rows[p], alpha=step), out=pooled)
+            return self.rest(self.act(pooled))
+        inputs = torch.add(base_rows, moved_rows, alpha=step)
+        if clip is not None:
+            inputs.clamp_(*clip)
+        return self.rest(inputs)
+
 
 @torch.no_grad()
-def _predict(rest: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([rest(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+def plan_agrees(plan: StepPlan, network: nn.Module, images: torch.Tensor, directions: torch.Tensor,
+                step: float, clip: tuple[float, float] | None, tolerance: float = 1e-4) -> bool:
+    """Does the plan give the network's own logits for x + step*d (one target, these images)?"""
+    base, moved = plan.prepare(images, directions[:1])
+    fast = plan.logits(*plan.rows(base, moved, 0, slice(None)), step, clip)
+    inputs = images + step * directions[0]
+    direct = network(inputs.clamp(*clip) if clip is not None else inputs)
+    return bool((fast - direct).abs().max() <= tolerance * direct.abs().max().clamp_min(1.0))
 
+
+# ---------------------------------------------------------------- evaluating a block
 
 @torch.no_grad()
 def evaluate_block(
@@ -213,40 +312,37 @@ def evaluate_block(
 
     images (B, *x) in the pixel range, labels (B,), image_ids (B,) the ids written in
     the table; targets (T,) class indices; steps (S,). One gradient per (image, target);
-    per step one forward of the perturbed images (or of the layers after the affine
-    prefix). Rows are ordered by image, target, step; confidences are softmax
-    probabilities whatever `output` the gradient was of.
+    per step one pass of the layers after the affine prefix (the whole network when
+    there is none, or when clipping). Rows are ordered by image, target, step;
+    confidences are softmax probabilities whatever `output` the gradient was of.
     """
     perturbation.validate()
     steps = check_steps(steps)
     network.eval()
     batch, targets = images.shape[0], [int(t) for t in targets]
+    clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():
         directions = step_directions(input_gradients(network, images, targets, perturbation.output),
                                      perturbation.step_kind)  # (T, B, *x)
-    prefix, rest = None, network
-    if affine_prefix and not perturbation.clip:
-        prefix, rest = split_at(network, affine_prefix)
-        if not prefix_is_affine(prefix, images, directions, steps):
-            log.warning("layers up to '%s' are not affine on this batch: using the plain path", affine_prefix)
-            prefix, rest = None, network
-    flat_dirs = directions.reshape(len(targets) * batch, *images.shape[1:])  # (T*B, *x)
-    if prefix is not None:
-        base = prefix(images)  # (B, *a): A(x)
-        moved = linear_part(prefix, flat_dirs)  # (T*B, *a): L(d)
-        base = base.unsqueeze(0).expand(len(targets), *base.shape).reshape(moved.shape)
-    else:
-        base = images.unsqueeze(0).expand(len(targets), *images.shape).reshape(flat_dirs.shape)
-        moved = flat_dirs
-
-    probabilities = []  # per step: (T*B, C)
-    for s in steps:
-        inputs = base + s * moved
-        if perturbation.clip:
-            inputs = inputs.clamp(perturbation.clip_min, perturbation.clip_max)
-        probabilities.append(torch.softmax(_predict(rest, inputs, batch_size), dim=1))
-    probs = torch.stack(probabilities)  # (S, T*B, C)
-    probs = probs.reshape(len(steps), len(targets), batch, -1).permute(2, 1, 0, 3)  # (B, T, S, C)
+    plan = StepPlan.build(network, affine_prefix, perturbation.clip)
+    probe = slice(0, min(batch, 8))
+    if not plan_agrees(plan, network, images[probe], directions[:, probe], max(steps), clip):
+        log.warning("the fast path (affine prefix '%s') disagrees with the network on this batch: "
+                    "using the plain path", affine_prefix)
+        plan = StepPlan.plain(network)
+    base, moved = plan.prepare(images, directions)
+    logits = None
+    # one (target, image chunk) at a time through every step, so its tensors stay in cache
+    for t in range(len(targets)):
+        for start in range(0, batch, batch_size):
+            rows = slice(start, start + batch_size)
+            base_rows, moved_rows = plan.rows(base, moved, t, rows)
+            for k, s in enumerate(steps):
+                out = plan.logits(base_rows, moved_rows, s, clip)  # (rows, C)
+                if logits is None:
+                    logits = out.new_empty(batch, len(targets), len(steps), out.shape[1])
+                logits[rows, t, k] = out
+    probs = torch.softmax(logits, dim=3).cpu()  # (B, T, S, C)
     return _table(probs, labels, image_ids, targets, steps)
 
 

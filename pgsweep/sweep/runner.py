@@ -42,6 +42,7 @@ class RaySettings:
     task_gpus: float = 0.0      # per task; > 0 runs the shard on the worker's GPU
     max_retries: int = 3        # retries of a task whose worker or node dies
     scheduling: str = "DEFAULT"  # or SPREAD: one shard per node in turn
+    max_in_flight: int = 0      # shards submitted at once (0: all); bounds the driver's memory
 
     def validate(self) -> None:
         if self.num_cpus < 0:
@@ -50,6 +51,8 @@ class RaySettings:
             raise ConfigError("ray.task_cpus must be > 0 and ray.task_gpus >= 0")
         if self.max_retries < -1:
             raise ConfigError(f"ray.max_retries must be >= -1 (-1: forever), got {self.max_retries}")
+        if self.max_in_flight < 0:
+            raise ConfigError(f"ray.max_in_flight must be >= 0, got {self.max_in_flight}")
         if self.scheduling not in ("DEFAULT", "SPREAD"):
             raise ConfigError(f"ray.scheduling must be DEFAULT or SPREAD, got '{self.scheduling}'")
 
@@ -226,9 +229,13 @@ def _run_on_ray(job: SweepJob, todo: Sequence[Shard], settings: RaySettings, key
             scheduling_strategy=settings.scheduling,
         )
         threads = max(1, int(settings.task_cpus))
-        pending = [task.remote([job_ref], key, shard, threads, settings.task_gpus > 0) for shard in todo]
+        queue = list(todo)
+        limit = settings.max_in_flight or len(queue)
+        pending: list = []
         try:
-            while pending:
+            while queue or pending:
+                while queue and len(pending) < limit:
+                    pending.append(task.remote([job_ref], key, queue.pop(0), threads, settings.task_gpus > 0))
                 ready, pending = ray.wait(pending, num_returns=1)
                 more, pending = ray.wait(pending, num_returns=len(pending), timeout=0) if pending else ([], [])
                 for ref in ready + more:
