@@ -232,7 +232,8 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
 
 
 def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
-    """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step."""
+    """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step
+    (step_index -1 is the original image)."""
     count = min(settings.examples, len(job.image_ids))
     positions = list(range(count))
     step_columns = sorted(set(np.linspace(0, len(job.steps) - 1, settings.example_steps).round().astype(int)))
@@ -245,7 +246,15 @@ def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
         target = int(hits.sort_values(["step_index", "target"]).target.iloc[0]) if len(hits) else int(own.target.iloc[0])
         moved = math_.perturbed_images(network, job.images[position : position + 1], [target],
                                        [job.steps[k] for k in step_columns], job.perturbation)[0, 0]  # (K, 1, H, W)
-        image_titles = []
+        image = job.images[position : position + 1]
+        with torch.no_grad():
+            original = torch.softmax(network(image), 1)[0]
+        label = int(job.labels[position])
+        rows.append({"image": image_id, "target": target, "step_index": -1, "step": 0.0,
+                     "true_confidence": float(original[label]), "target_confidence": float(original[target]),
+                     "prediction": int(original.argmax()),
+                     "pixels": image[0, 0].numpy().astype(np.float32).ravel().tolist()})
+        image_titles = [f"original\nt={original[label]:.2f} y={original[target]:.2f}"]
         for column, k in enumerate(step_columns):
             point = own[(own.target == target) & (own.step_index == k)].iloc[0]
             rows.append({"image": image_id, "target": target, "step_index": int(k), "step": job.steps[k],
@@ -254,7 +263,7 @@ def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
                          "prediction": int(point.prediction),
                          "pixels": moved[column, 0].numpy().astype(np.float32).ravel().tolist()})
             image_titles.append(f"s={job.steps[k]:.3g}\nt={point.true_confidence:.2f} y={point.target_confidence:.2f}")
-        pixels.append(moved[:, 0].clamp(0, 1).numpy())
+        pixels.append(torch.cat([image[0], moved[:, 0].clamp(0, 1)]).numpy())  # (1 + K, H, W)
         titles.append(image_titles)
         labels.append(f"{class_names[int(job.labels[position])]} -> {class_names[target]}")
     return pd.DataFrame(rows), np.stack(pixels), titles, labels

@@ -134,7 +134,8 @@ def _run_shard(job_box: list, key: str, shard: Shard, threads: int, use_gpu: boo
 
     torch.set_num_threads(threads)
     if key not in _JOBS:  # the ref arrives boxed so a worker that has the job skips fetching it
-        _JOBS.clear(), _NETWORKS.clear()
+        _JOBS.clear()  # one job at a time per worker: drop an earlier sweep's
+        _NETWORKS.clear()
         _JOBS[key] = ray.get(job_box[0])
         network = _JOBS[key].network()
         _NETWORKS[key] = network.cuda() if use_gpu and torch.cuda.is_available() else network
