@@ -160,7 +160,7 @@ def main_bench(args) -> None:
                 network, images, labels, range(len(images)), targets, steps, clipped, None),
             "torchattacks FGSM per (target, step)": lambda: torchattacks_fgsm(
                 network, images, labels, targets, steps),
-            "per-point loop": lambda: per_point_loop(
+            "per-point loop (2 images)": lambda: per_point_loop(
                 network, images[:loop_images], labels[:loop_images], range(loop_images), targets, steps),
             "Ray, 1 worker, shards of 8 images": lambda: ray_sweep(job, 8, 1, key),
             "Ray, 2 workers, shards of 8 images": lambda: ray_sweep(job, 8, 2, key),
@@ -171,7 +171,7 @@ def main_bench(args) -> None:
     loop_points = loop_images * len(targets) * len(steps)
     inference_rate = len(perturbed) / medians["inference"]
     fgsm_rate = points / medians["torchattacks FGSM per (target, step)"]
-    loop_rate = loop_points / medians["per-point loop"]
+    loop_rate = loop_points / medians["per-point loop (2 images)"]
     print(f"\n{source}: {len(images)} images x {len(targets)} targets x {len(steps)} steps = {points:,} points; "
           f"thesis convnet; torch threads {torch.get_num_threads()} (Ray workers: 1 each); "
           f"{args.rounds} rounds, medians")
@@ -182,7 +182,7 @@ def main_bench(args) -> None:
     for name in methods:
         if name in ("inference",):
             continue
-        count = loop_points if name == "per-point loop" else points
+        count = loop_points if name.startswith("per-point loop") else points
         print(row(name, medians[name], count, inference_rate, fgsm_rate, loop_rate))
 
 

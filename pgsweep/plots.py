@@ -47,14 +47,15 @@ def adversarial_examples(pixels, titles, row_labels) -> Figure:
     return figure
 
 
-def _per_target_lines(per_target, per_step, column: str, ylabel: str, title: str) -> Figure:
+def _per_target_lines(per_target, per_step, column: str, ylabel: str, title: str, class_names=None) -> Figure:
     figure = new_figure(6.5, 4.0)
     ax = figure.add_subplot()
     cmap = matplotlib.colormaps["tab20"]
     targets = sorted(per_target.target.unique())
     for i, target in enumerate(targets):
         rows = per_target[per_target.target == target].sort_values("step_index")
-        ax.plot(rows.step, rows[column], color=cmap(i % 20), linewidth=1, label=f"{target}")
+        name = class_names[target] if class_names is not None else str(target)
+        ax.plot(rows.step, rows[column], color=cmap(i % 20), linewidth=1, label=name)
     ax.plot(per_step.step, per_step[column], color="black", linewidth=2.5, label="mean")
     _step_axis(ax, list(per_step.step))
     ax.set_ylabel(ylabel)
@@ -64,13 +65,13 @@ def _per_target_lines(per_target, per_step, column: str, ylabel: str, title: str
     return figure
 
 
-def adversarial_success(per_target, per_step) -> Figure:
+def adversarial_success(per_target, per_step, class_names=None) -> Figure:
     """Figure 4.6: success rate (argmax == target) vs step size, one line per target."""
     return _per_target_lines(per_target, per_step, "success", "success (argmax = target)",
-                             "Targeted perturbation success")
+                             "Targeted perturbation success", class_names)
 
 
-def adversarial_induced_error(per_target, per_step) -> Figure:
+def adversarial_induced_error(per_target, per_step, class_names=None) -> Figure:
     """Figure 4.7: induced error (argmax != true class) vs step size, one line per target."""
     return _per_target_lines(per_target, per_step, "induced_error", "induced error (argmax != true class)",
-                             "Classifier error induced by the perturbation")
+                             "Classifier error induced by the perturbation", class_names)

@@ -319,6 +319,9 @@ def evaluate_block(
     perturbation.validate()
     steps = check_steps(steps)
     network.eval()
+    parameter = next(network.parameters(), None)
+    if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
+        images = images.to(parameter.device, parameter.dtype)
     batch, targets = images.shape[0], [int(t) for t in targets]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():

@@ -203,6 +203,7 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
                           "source": [ctx.images.sources[i] for i in job.image_ids],
                           "label": job.labels.numpy(),
                           "class_name": [model.class_names[int(c)] for c in job.labels]})
+    easiest = easiest.assign(class_name=[model.class_names[int(t)] for t in easiest.target])
     for name, table in (("results", results), ("per_step", per_step), ("per_target", per_target),
                         ("easiest_targets", easiest), ("images", names)):
         tracker.log_table(table, f"adversarial/{name}.parquet")
@@ -219,8 +220,9 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
         "adversarial/mean_success": float(per_step.success.mean()),
         "adversarial/mean_induced_error": float(per_step.induced_error.mean()),
     })
-    tracker.log_figure(plots.adversarial_success(per_target, per_step), "adversarial/fig4_6_success.png")
-    tracker.log_figure(plots.adversarial_induced_error(per_target, per_step),
+    names_of = model.class_names
+    tracker.log_figure(plots.adversarial_success(per_target, per_step, names_of), "adversarial/fig4_6_success.png")
+    tracker.log_figure(plots.adversarial_induced_error(per_target, per_step, names_of),
                        "adversarial/fig4_7_induced_error.png")
     if settings.examples:
         examples, pixels, titles, rows = _examples(job, results, settings, model.class_names)
