@@ -119,8 +119,10 @@ def test_tables_do_not_depend_on_workers_or_shard_size(local_ray, trained, compo
 def _pgsweep(cwd: Path, *overrides: str) -> subprocess.Popen:
     script = Path(sys.executable).with_name("pgsweep")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pgsweep"]
+    # an xdist worker ignores SIGINT, and a child inherits that: give the driver back its Ctrl-C
     return subprocess.Popen([*command, *overrides], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _manifest(folder: Path) -> list[dict]:
