@@ -21,10 +21,13 @@ run: $(STAMP)
 	$(BIN)/pgsweep $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+	# torchattacks (a speed reference only) asks for torchvision, which would replace the pinned torch
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
+	$(BIN)/python benchmarks/bench_adversarial.py
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -49,6 +49,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "train": Stage("pgsweep.train", needs_model=False),
     "evaluate": Stage("pgsweep.evaluate"),
+    "adversarial": Stage("pgsweep.sweep.adversarial", section="adversarial"),
 }
 
 

@@ -1,0 +1,271 @@
+"""Stage `adversarial`: the targeted perturbation sweep of thesis section 4.4, on Ray.
+
+Every (test image, target class, step size): x' = x + s * direction(d y_t / d x), and the
+prediction on x'. The grid is cut into shards (images x targets); each shard is a Ray
+task; the driver saves each shard's table as it arrives (resumable), then logs the full
+table, per-step and per-target summaries and Figures 4.5-4.7 to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pgsweep.analyses import adversarial as math_
+from pgsweep.config import build, section
+from pgsweep.errors import ConfigError, QueryError
+from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
+from pgsweep.sweep.runner import RaySettings, SweepStats, check_address, run_sweep
+
+log = logging.getLogger(__name__)
+
+STEP_RANGES = ("list", "linear", "log", "norms")
+IMAGE_SETS = ("test", "val", "train", "all")
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """conf/adversarial: the grid, how images are perturbed, and how it is sharded."""
+
+    images: str = "test"            # the model's split to perturb: test | val | train | all
+    max_images: int = 0             # the first N of them (0: all)
+    targets: tuple[int, ...] = (0,)  # class indices; [] means every class
+    output: str = "softmax"         # y: softmax or logit
+    step_kind: str = "raw"          # raw gradient, l2 (unit norm) or sign
+    clip: bool = False              # clip x' to [clip_min, clip_max]
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    step_range: str = "norms"       # list | linear | log | norms (picked from the gradients' norms)
+    steps: tuple[float, ...] = (0.0,)  # step_range=list
+    step_min: float = 0.0           # linear / log
+    step_max: float = 1.0
+    step_count: int = 10            # linear / log / norms
+    rms_min: float = 0.01           # norms: per-pixel RMS change of the smallest step
+    rms_max: float = 0.5            # ... and of the largest
+    affine_prefix: str = "auto"     # auto | none | a top-level layer name
+    batch_size: int = 64            # perturbed images per forward pass
+    images_per_shard: int = 16
+    targets_per_shard: int = 0      # 0: all targets in one shard
+    output_dir: str = "outputs/adversarial"  # finished shards, one folder per (model, grid)
+    progress_bar: bool = True
+    examples: int = 3               # Figure 4.5: images shown ...
+    example_steps: int = 4          # ... at this many of the steps
+
+    def validate(self) -> None:
+        if self.images not in IMAGE_SETS:
+            raise ConfigError(f"adversarial.images must be one of {', '.join(IMAGE_SETS)}, got '{self.images}'")
+        if self.step_range not in STEP_RANGES:
+            raise ConfigError(f"adversarial.step_range must be one of {', '.join(STEP_RANGES)}, "
+                              f"got '{self.step_range}'")
+        try:
+            self.perturbation().validate()
+            if self.step_range == "list":
+                math_.check_steps(self.steps)
+        except QueryError as error:
+            raise ConfigError(f"adversarial: {error}") from None
+        for name in ("max_images", "targets_per_shard", "examples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"adversarial.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "images_per_shard", "step_count", "example_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"adversarial.{name} must be >= 1, got {getattr(self, name)}")
+        if self.step_range in ("linear", "log"):
+            low = 0.0 if self.step_range == "linear" else math.nextafter(0.0, 1.0)
+            if not (math.isfinite(self.step_max) and low <= self.step_min <= self.step_max):
+                kind = ">= 0" if self.step_range == "linear" else "> 0"
+                raise ConfigError(f"adversarial: need {kind} step_min <= step_max, got "
+                                  f"step_min={self.step_min}, step_max={self.step_max}")
+        if self.step_range == "norms" and not 0 < self.rms_min <= self.rms_max:
+            raise ConfigError(f"adversarial: need 0 < rms_min <= rms_max, got {self.rms_min}, {self.rms_max}")
+
+    def perturbation(self) -> math_.Perturbation:
+        return math_.Perturbation(self.output, self.step_kind, self.clip, self.clip_min, self.clip_max)
+
+    def fixed_steps(self) -> tuple[float, ...] | None:
+        """The step sizes, unless they are picked from the model's gradients (norms)."""
+        if self.step_range == "list":
+            return math_.check_steps(self.steps)
+        if self.step_range == "linear":
+            return tuple(float(s) for s in np.linspace(self.step_min, self.step_max, self.step_count))
+        if self.step_range == "log":
+            return tuple(float(s) for s in np.geomspace(self.step_min, self.step_max, self.step_count))
+        return None
+
+
+@dataclass(frozen=True)
+class AdversarialReport:
+    results: pd.DataFrame      # one row per (image, target, step)
+    per_step: pd.DataFrame
+    per_target: pd.DataFrame
+    easiest: pd.DataFrame
+    steps: tuple[float, ...]
+    affine_prefix: str | None
+    folder: Path
+    stats: SweepStats
+
+
+def read_config(values: Mapping) -> AdversarialSettings:
+    return build(AdversarialSettings, values, "adversarial")
+
+
+def ray_settings(ctx) -> RaySettings:
+    return build(RaySettings, section(ctx.settings.resolved, "ray"), "ray")
+
+
+def check(ctx) -> None:
+    """Targets within the model's classes, a usable affine prefix, a reachable cluster."""
+    settings: AdversarialSettings = ctx.stage_settings["adversarial"]
+    classes = len(ctx.model.class_names) if ctx.model is not None else len(ctx.images.class_names)
+    bad = [t for t in settings.targets if not 0 <= t < classes]
+    if bad:
+        raise ConfigError(f"adversarial.targets: class {bad[0]} is outside the model's {classes} classes (0..{classes - 1})")
+    if ctx.model is not None and settings.affine_prefix not in ("auto", "none"):
+        try:
+            math_.split_at(ctx.model.network, settings.affine_prefix)
+        except QueryError as error:
+            raise ConfigError(f"adversarial.affine_prefix: {error}") from None
+    ray = ray_settings(ctx)
+    if ray.enabled:
+        check_address(ray.address)
+
+
+def _image_indices(ctx, settings: AdversarialSettings) -> np.ndarray:
+    split = ctx.query_split()
+    if settings.images == "all":
+        indices = np.arange(len(ctx.images))
+    else:
+        indices = np.asarray(getattr(split, settings.images), dtype=np.int64)
+    if settings.max_images:
+        indices = indices[: settings.max_images]
+    if not len(indices):
+        raise ConfigError(f"adversarial.images: the model's {settings.images} split is empty")
+    return indices
+
+
+def run(ctx) -> None:
+    settings: AdversarialSettings = ctx.stage_settings["adversarial"]
+    ray = ray_settings(ctx)
+    model, tracker = ctx.model, ctx.tracker
+    network = model.network.eval()
+    indices = _image_indices(ctx, settings)
+    images, labels = ctx.images.images[indices], ctx.images.labels[indices]
+    targets = settings.targets or tuple(range(len(model.class_names)))
+    perturbation = settings.perturbation()
+
+    norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output)
+    tracker.log_table(norms, "adversarial/gradient_norms.parquet")
+    steps = settings.fixed_steps() or math_.steps_from_norms(
+        norms, settings.step_kind, int(np.prod(images.shape[1:])),
+        settings.rms_min, settings.rms_max, settings.step_count)
+    prefix = {"auto": math_.find_affine_prefix(network), "none": None}.get(settings.affine_prefix,
+                                                                              settings.affine_prefix)
+    job = SweepJob(
+        model={"spec": model.spec.to_dict(),
+               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}},
+        images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
+        targets=tuple(targets), steps=steps, perturbation=perturbation,
+        affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,
+    )
+    per_shard = settings.targets_per_shard or len(targets)
+    shards = make_shards(len(indices), targets, settings.images_per_shard, per_shard)
+    key = job.key(settings.images_per_shard, per_shard)
+    folder = Path(settings.output_dir).expanduser() / key[:16]
+    store = ShardStore(folder, job.describe(settings.images_per_shard, per_shard))
+    log.info("adversarial sweep: %d images x %d targets x %d steps = %d points in %d shards -> %s",
+             len(indices), len(targets), len(steps), len(indices) * len(targets) * len(steps),
+             len(shards), folder)
+    tracker.log_params({"adversarial.steps_used": [round(s, 8) for s in steps],
+                        "adversarial.affine_prefix_used": job.affine_prefix,
+                        "adversarial.shard_folder": str(folder.resolve()),
+                        "adversarial.shards": len(shards)})
+
+    stats = run_sweep(job, shards, store, ray, key, progress=settings.progress_bar)
+    results = store.table(shards)
+    per_step, per_target = math_.summaries(results)
+    easiest = math_.easiest_targets(per_target)
+    _log(ctx, settings, results, per_step, per_target, easiest, stats, job)
+    ctx.reports["adversarial"] = AdversarialReport(
+        results, per_step, per_target, easiest, steps, job.affine_prefix, folder, stats)
+
+
+def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStats, job: SweepJob) -> None:
+    from pgsweep import plots
+
+    tracker, model = ctx.tracker, ctx.model
+    names = pd.DataFrame({"image": list(job.image_ids),
+                          "source": [ctx.images.sources[i] for i in job.image_ids],
+                          "label": job.labels.numpy(),
+                          "class_name": [model.class_names[int(c)] for c in job.labels]})
+    easiest = easiest.assign(class_name=[model.class_names[int(t)] for t in easiest.target])
+    for name, table in (("results", results), ("per_step", per_step), ("per_target", per_target),
+                        ("easiest_targets", easiest), ("images", names)):
+        tracker.log_table(table, f"adversarial/{name}.parquet")
+    for row in per_step.itertuples():
+        tracker.log_metrics({"adversarial/success": row.success, "adversarial/induced_error": row.induced_error,
+                             "adversarial/step_size": row.step}, step=int(row.step_index))
+    tracker.log_metrics({
+        "adversarial/points": float(len(results)),
+        "adversarial/shards_computed": float(stats.computed),
+        "adversarial/shards_resumed": float(stats.resumed),
+        "adversarial/nodes": float(len(stats.nodes)),
+        "adversarial/seconds": stats.seconds,
+        "adversarial/points_per_second": stats.points_per_second,
+        "adversarial/mean_success": float(per_step.success.mean()),
+        "adversarial/mean_induced_error": float(per_step.induced_error.mean()),
+    })
+    names_of = model.class_names
+    tracker.log_figure(plots.adversarial_success(per_target, per_step, names_of), "adversarial/fig4_6_success.png")
+    tracker.log_figure(plots.adversarial_induced_error(per_target, per_step, names_of),
+                       "adversarial/fig4_7_induced_error.png")
+    if settings.examples:
+        examples, pixels, titles, rows = _examples(job, results, settings, model.class_names)
+        tracker.log_table(examples, "adversarial/examples.parquet")
+        tracker.log_figure(plots.adversarial_examples(pixels, titles, rows), "adversarial/fig4_5_examples.png")
+    log.info("adversarial: mean success %.3f, mean induced error %.3f over %d steps; easiest targets %s",
+             per_step.success.mean(), per_step.induced_error.mean(), len(per_step),
+             ", ".join(str(t) for t in easiest.target[:3]))
+
+
+def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
+    """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step
+    (step_index -1 is the original image)."""
+    count = min(settings.examples, len(job.image_ids))
+    positions = list(range(count))
+    step_columns = sorted(set(np.linspace(0, len(job.steps) - 1, settings.example_steps).round().astype(int)))
+    network = job.network()
+    rows, pixels, titles, labels = [], [], [], []
+    for position in positions:
+        image_id = job.image_ids[position]
+        own = results[(results.image == image_id) & (results.target != results.label)]
+        hits = own[own.success]
+        target = int(hits.sort_values(["step_index", "target"]).target.iloc[0]) if len(hits) else int(own.target.iloc[0])
+        moved = math_.perturbed_images(network, job.images[position : position + 1], [target],
+                                       [job.steps[k] for k in step_columns], job.perturbation)[0, 0]  # (K, 1, H, W)
+        image = job.images[position : position + 1]
+        with torch.no_grad():
+            original = torch.softmax(network(image), 1)[0]
+        label = int(job.labels[position])
+        rows.append({"image": image_id, "target": target, "step_index": -1, "step": 0.0,
+                     "true_confidence": float(original[label]), "target_confidence": float(original[target]),
+                     "prediction": int(original.argmax()),
+                     "pixels": image[0, 0].numpy().astype(np.float32).ravel().tolist()})
+        image_titles = [f"original\nt={original[label]:.2f} y={original[target]:.2f}"]
+        for column, k in enumerate(step_columns):
+            point = own[(own.target == target) & (own.step_index == k)].iloc[0]
+            rows.append({"image": image_id, "target": target, "step_index": int(k), "step": job.steps[k],
+                         "true_confidence": float(point.true_confidence),
+                         "target_confidence": float(point.target_confidence),
+                         "prediction": int(point.prediction),
+                         "pixels": moved[column, 0].numpy().astype(np.float32).ravel().tolist()})
+            image_titles.append(f"s={job.steps[k]:.3g}\nt={point.true_confidence:.2f} y={point.target_confidence:.2f}")
+        pixels.append(torch.cat([image[0], moved[:, 0].clamp(0, 1)]).numpy())  # (1 + K, H, W)
+        titles.append(image_titles)
+        labels.append(f"{class_names[int(job.labels[position])]} -> {class_names[target]}")
+    return pd.DataFrame(rows), np.stack(pixels), titles, labels

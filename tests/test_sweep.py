@@ -1,0 +1,199 @@
+"""The adversarial stage end to end on a real local Ray, into a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pgsweep.analyses.adversarial import Perturbation
+from pgsweep.data import load_dataset
+from pgsweep.errors import ConfigError
+from pgsweep.pipeline import run_pipeline
+from pgsweep.testing.reference import per_point_loop
+from pgsweep.tracking import resolve_model
+
+pytestmark = pytest.mark.xdist_group(name="ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (2 CPUs); yields its address for other drivers."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A digits model trained for 1 epoch; returns (tracking uri, path of its model file)."""
+    from hydra import compose, initialize_config_dir
+
+    from pgsweep.cli import config_dir
+
+    folder = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"tracking.uri={uri}", "trainer.progress_bar=false",
+                                           "trainer.max_epochs=1", "stages=[train]"])
+    result = run_pipeline(cfg)
+    path = folder / "pgsweep-model.pt"
+    result.model.save(path)
+    return uri, path, result.run_id
+
+
+def _sweep(compose_config, trained, out: Path, *overrides: str):
+    uri, path, _ = trained
+    return compose_config("stages=[adversarial]", f"model_ref={path}", f"tracking.uri={uri}",
+                          f"adversarial.output_dir={out}", "adversarial.progress_bar=false", *overrides)
+
+
+GRID = ("adversarial.max_images=6", "adversarial.step_kind=l2", "adversarial.step_range=list",
+        "adversarial.steps=[0,2,5,12]", "adversarial.images_per_shard=2", "adversarial.targets_per_shard=5")
+
+
+def test_sweep_on_ray_matches_the_per_point_loop(local_ray, trained, compose_config, tmp_path):
+    import ray
+
+    cfg = _sweep(compose_config, trained, tmp_path / "shards", *GRID)
+    result = run_pipeline(cfg)
+    report = result.reports["adversarial"]
+    results = report.results
+    assert len(results) == 6 * 10 * 4 and report.stats.computed == 6 and report.stats.resumed == 0
+    assert set(report.stats.nodes) == {ray.get_runtime_context().get_node_id()}  # ran on Ray's workers
+    assert report.affine_prefix == "conv1"
+
+    model = resolve_model(str(trained[1]), cfg.tracking.uri)
+    images = load_dataset("digits", None, 60)
+    ids = sorted(results.image.unique())
+    want = per_point_loop(model.network, images.images[ids], images.labels[ids], ids, range(10),
+                          [0.0, 2.0, 5.0, 12.0], Perturbation("softmax", "l2"))
+    for column in ("image", "label", "target", "step_index", "prediction", "success", "induced_error"):
+        assert (results[column].to_numpy() == want[column].to_numpy()).all(), column
+    for column in ("target_confidence", "true_confidence"):
+        assert np.allclose(results[column], want[column], atol=1e-5), column
+    assert results.induced_error.any() and results.success.any()  # the grid is not trivial
+
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "adversarial")}
+    for name in ("results.parquet", "per_step.parquet", "per_target.parquet", "examples.parquet",
+                 "fig4_5_examples.png", "fig4_6_success.png", "fig4_7_induced_error.png"):
+        assert f"adversarial/{name}" in artifacts, name
+    logged = pd.read_parquet(client.download_artifacts(result.run_id, "adversarial/results.parquet", str(tmp_path)))
+    pd.testing.assert_frame_equal(logged, results)
+    history = client.get_metric_history(result.run_id, "adversarial/success")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    off = results[results.target != results.label]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        off.groupby("step_index").success.mean().tolist())
+    assert run.data.params["adversarial.steps_used"] == "[0.0, 2.0, 5.0, 12.0]"
+
+
+def test_tables_do_not_depend_on_workers_or_shard_size(local_ray, trained, compose_config, tmp_path):
+    on_ray = run_pipeline(_sweep(compose_config, trained, tmp_path / "a", *GRID)).reports["adversarial"]
+    in_process = run_pipeline(_sweep(
+        compose_config, trained, tmp_path / "b", *GRID, "adversarial.images_per_shard=4",
+        "adversarial.targets_per_shard=3", "ray.enabled=false")).reports["adversarial"]
+    assert in_process.stats.computed == 2 * 4 and set(in_process.stats.nodes) == {"local"}
+    a, b = on_ray.results, in_process.results
+    for column in ("image", "target", "step_index", "prediction", "success", "induced_error"):
+        assert (a[column].to_numpy() == b[column].to_numpy()).all(), column
+    assert np.allclose(a.target_confidence, b.target_confidence, atol=1e-6)
+
+
+def _pgsweep(cwd: Path, *overrides: str) -> subprocess.Popen:
+    script = Path(sys.executable).with_name("pgsweep")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pgsweep"]
+    # an xdist worker ignores SIGINT, and a child inherits that: give the driver back its Ctrl-C
+    return subprocess.Popen([*command, *overrides], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _manifest(folder: Path) -> list[dict]:
+    files = list(folder.glob("*/manifest.jsonl"))
+    return [json.loads(line) for line in files[0].read_text().splitlines()] if files else []
+
+
+RESUME_GRID = ("adversarial.max_images=64", "adversarial.step_range=log", "adversarial.step_min=0.5",
+               "adversarial.step_max=20", "adversarial.step_count=30", "adversarial.step_kind=l2",
+               "adversarial.images_per_shard=4", "adversarial.examples=0")
+
+
+def test_interrupted_sweep_resumes_without_recomputing(local_ray, trained, compose_config, tmp_path):
+    """Ctrl-C a real `pgsweep` driver mid-sweep; the same command then finishes only the rest."""
+    uri, path, _ = trained
+    out = tmp_path / "shards"
+    overrides = ("stages=[adversarial]", f"model_ref={path}", f"tracking.uri={uri}", f"adversarial.output_dir={out}",
+                 "adversarial.progress_bar=false", f"ray.address={local_ray}", *RESUME_GRID)
+    driver = _pgsweep(tmp_path, *overrides)
+    deadline = time.monotonic() + 240
+    while len(_manifest(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode != 0, output
+    before = _manifest(out)
+    assert 3 <= len(before) < 16, output  # stopped part way (16 shards in all)
+    stamps = {r["file"]: (out.glob(f"*/{r['file']}").__next__()).stat().st_mtime_ns for r in before}
+
+    resumed = run_pipeline(compose_config(*overrides)).reports["adversarial"]
+    assert resumed.stats.resumed == len(before) and resumed.stats.computed == 16 - len(before)
+    after = _manifest(out)
+    assert len(after) == 16 and after[: len(before)] == before  # finished shards untouched ...
+    for name, stamp in stamps.items():
+        assert (resumed.folder / name).stat().st_mtime_ns == stamp  # ... and not rewritten
+
+    clean = run_pipeline(compose_config(*overrides[:3], f"adversarial.output_dir={tmp_path / 'clean'}",
+                                        *overrides[4:])).reports["adversarial"]
+    assert clean.stats.resumed == 0 and clean.folder.name == resumed.folder.name
+    pd.testing.assert_frame_equal(resumed.results, clean.results, check_exact=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["adversarial.step_range=list", "adversarial.steps=[]"], "step list is empty"),
+    (["adversarial.step_range=list", "adversarial.steps=[0.1,-2]"], ">= 0"),
+    (["adversarial.step_range=list", "adversarial.steps=[a,b]"], "adversarial.steps must be a list of float"),
+    (["adversarial.step_range=log", "adversarial.step_min=0"], "step_min"),
+    (["adversarial.targets=[3,10]"], "class 10 is outside the model's 10 classes"),
+    (["ray.address=127.0.0.1:PORT"], "cannot reach the Ray cluster at ray.address=127.0.0.1:"),
+])
+def test_bad_input_stops_before_any_task_or_run(trained, compose_config, tmp_path, overrides, message):
+    overrides = [o.replace("PORT", str(_free_port())) for o in overrides]
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    cfg = compose_config("stages=[adversarial]", f"model_ref={trained[1]}", f"tracking.uri={uri}",
+                         f"adversarial.output_dir={tmp_path / 'shards'}", *overrides)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        run_pipeline(cfg)
+    assert not (tmp_path / "fresh.db").exists() and not (tmp_path / "shards").exists()
+
+
+def test_console_script_reports_an_unreachable_cluster_in_one_line(trained, tmp_path):
+    driver = _pgsweep(tmp_path, "stages=[adversarial]", f"model_ref={trained[1]}",
+                      f"ray.address=127.0.0.1:{_free_port()}")
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 2
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("pgsweep: error: cannot reach the Ray cluster"), output
+    assert not (tmp_path / "mlflow.db").exists()
