@@ -20,6 +20,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the console-script subprocesses
 
+# Tests talk only to loopback. Ray turns 127.0.0.1 into the machine's own address unless
+# it believes multi-node clusters are off; then every local node (ray.cluster_utils too)
+# listens and connects on 127.0.0.1. Set before anything imports ray; subprocesses inherit it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 YALE_ROOT = Path(os.environ.get("PGSWEEP_YALE_ROOT", REPO.parent / "shared" / "data" / "yalefaces"))
 

@@ -28,6 +28,10 @@ import torch
 from pgsweep.errors import ConfigError
 from pgsweep.sweep.grid import Shard, ShardStore, SweepJob
 
+# Ray reads this once, at import: "0" makes a local Ray bind and connect on 127.0.0.1
+# instead of the machine's network address (it also refuses `ray start --address` joins).
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 log = logging.getLogger(__name__)
 
 
@@ -101,6 +105,10 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
 @contextmanager
 def ray_session(settings: RaySettings) -> Iterator[None]:
     """Join the configured cluster (or start a local Ray) unless this process already did."""
+    if not settings.address:
+        # A Ray of our own on this machine listens on 127.0.0.1 only, like the MLflow UI:
+        # by default Ray would advertise the machine's network address to anyone.
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     import ray
 
     if ray.is_initialized():  # a caller (a notebook, a test) owns the connection
