@@ -57,6 +57,10 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "train": Stage("pgsweep.train", needs_model=False),
     "evaluate": Stage("pgsweep.evaluate"),
+    "rank": Stage("pgsweep.analyses.stages.rank", section="analysis"),
+    "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis"),
+    "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis"),
+    "features": Stage("pgsweep.analyses.stages.features", section="analysis"),
 }
 
 

@@ -117,23 +117,35 @@ def knockout_predictions(
                 intact.append(h)
             logits = tail(h)
             first = (logits.argmax(1).cpu().numpy(), F.cross_entropy(logits, y, reduction="none").cpu().numpy())
+            seen = {0: first}  # knocked set (bit mask) -> results: orderings share prefixes and the end
             for r, order in enumerate(orders):
                 predictions[r, 0, rows], losses[r, 0, rows] = first
                 raw = list(intact)  # raw[j]: layer j's output given the masks before it
+                stale = len(segments)  # raw[i] for i > stale is out of date (a skipped step)
                 knocked: list[list[int]] = [[] for _ in units.layers]
+                key = 0
                 for step in range(1, steps + 1):
-                    unit = order[step - 1]
+                    unit = int(order[step - 1])
                     j = int(layer_of[unit])
                     knocked[j].append(int(channel_of[unit]))
-                    # layers before j are unchanged: start from j's kept output
-                    h = raw[j] * _channel_mask(units.sizes[j], units.ndims[j], knocked[j], raw[j])
+                    key |= 1 << unit
+                    if key in seen:  # another ordering reached this set: same network, same answer
+                        stale = min(stale, j)
+                        predictions[r, step, rows], losses[r, step, rows] = seen[key]
+                        continue
+                    # layers before the first changed one are unchanged: start from its kept output
+                    j = min(j, stale)
+                    stale = len(segments)
+                    h = raw[j] * _channel_mask(units.sizes[j], units.ndims[j], knocked[j], raw[j]) \
+                        if knocked[j] else raw[j]
                     for i in range(j + 1, len(segments)):
                         raw[i] = segments[i](h)
                         h = raw[i] * _channel_mask(units.sizes[i], units.ndims[i], knocked[i], raw[i]) \
                             if knocked[i] else raw[i]
                     logits = tail(h)
-                    predictions[r, step, rows] = logits.argmax(1).cpu().numpy()
-                    losses[r, step, rows] = F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+                    seen[key] = (logits.argmax(1).cpu().numpy(),
+                                 F.cross_entropy(logits, y, reduction="none").cpu().numpy())
+                    predictions[r, step, rows], losses[r, step, rows] = seen[key]
     return KnockoutRun(predictions, losses)
 
 
