@@ -58,7 +58,7 @@ def ranking_heatmap(scores, scores_shown=("pg_softmax", "pg_logit")) -> Figure:
 
 
 def _network_diagram(ax, scores: np.ndarray, layer_index: np.ndarray, layers) -> None:
-    """One image's filter scores as circles, one column per layer, brighter = higher."""
+    """One image's filter scores as circles, one column per layer (numbered from 1), brighter = higher."""
     top = scores.max() if scores.max() > 0 else 1.0
     tallest = max(np.bincount(layer_index))
     for j, _ in enumerate(layers):
@@ -70,7 +70,7 @@ def _network_diagram(ax, scores: np.ndarray, layer_index: np.ndarray, layers) ->
     ax.set_ylim(tallest - 0.4, -0.6)
     ax.set_aspect("equal")
     ax.set_facecolor("black")
-    ax.set_xticks(range(len(layers)), layers, fontsize=6)
+    ax.set_xticks(range(len(layers)), [str(j + 1) for j in range(len(layers))], fontsize=6)
     ax.set_yticks([])
 
 

@@ -118,6 +118,8 @@ def _markdown(summary: pd.DataFrame, after: int, output: str) -> str:
         values = [row.get(c, np.nan) for c in ("auc_strongest_class_error", "auc_weakest_class_error",
                                                "area_between_class_error", "area_between_overall_error",
                                                "spearman_oracle")]
+        if score == "random":  # one direction: its mean curve's area goes in both area columns
+            values[:2] = [row.get("auc_random_class_error", np.nan)] * 2
         lines.append(f"| {score} | " + " | ".join("" if pd.isna(v) else f"{v:.3f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
