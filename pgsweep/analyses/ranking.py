@@ -112,7 +112,8 @@ def class_scores(
         counts += torch.bincount(y.cpu(), minlength=num_classes).double()
         for output in outputs:
             for layer in units.layers:
-                total = _class_sum(got.gradients[output][layer].double(), y, num_classes)
+                # a chunk sums in float32; the running total over chunks is float64
+                total = _class_sum(got.gradients[output][layer], y, num_classes).double()
                 sums = gradient_sums[output]
                 sums[layer] = total if layer not in sums else sums[layer] + total
         for layer, ndim in zip(units.layers, units.ndims):
@@ -124,7 +125,7 @@ def class_scores(
                 product = a * got.gradients["loss"][layer]
                 per_image["taylor"] = product.flatten(2).mean(2).abs() if ndim == 3 else product.abs()
             for score, values in per_image.items():
-                total = _class_sum(values.double(), y, num_classes)
+                total = _class_sum(values, y, num_classes).double()
                 sums = unit_sums[score]
                 sums[layer] = total if layer not in sums else sums[layer] + total
     present = counts > 0
