@@ -101,13 +101,12 @@ def _ranking_data(count: int):
 
 
 def materialize(net, images, labels, names, chunk):
-    """Every image's own-class PG kept in memory, then averaged per class by the engine's reduction."""
-    scores = torch.full((len(names), 23), float("nan"))
-    for c in range(len(names)):
-        members = labels == c
-        pg = prediction_gradients(net, images[members], LAYERS, targets=[c], image_chunk=chunk)
-        scores[c] = torch.cat([pg.class_filter_scores(layer, labels[members])[0, c] for layer in LAYERS])
-    return scores.numpy()
+    """Every image's own-class PG kept in memory first, then averaged per class by the engine's reduction."""
+    every = [prediction_gradients(net, images[labels == c], LAYERS, targets=[c], image_chunk=chunk)
+             for c in range(len(names))]  # (1, N_c, ...) per class: all N images' PGs at once
+    scores = [torch.cat([pg.class_filter_scores(layer, labels[labels == c])[0, c] for layer in LAYERS])
+              for c, pg in enumerate(every)]
+    return torch.stack(scores).numpy()
 
 
 def streaming(net, images, labels, names, chunk):
