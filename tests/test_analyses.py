@@ -257,3 +257,22 @@ def test_peak_pg_position_and_its_receptive_field(convnet):
     full = prediction_gradients(net, images[3:4], ["act1"], targets=[4]).gradients["act1"][0, 0]
     assert row.score == pytest.approx(float(full.max())) and full[row["filter"], row["row"], row["col"]] == full.max()
     assert (row.bottom - row.top, row.right - row.left) == (5, 5)
+
+
+def test_readme_analysis_example_runs(yale_like, tmp_path):
+    import re
+    from pathlib import Path
+
+    from pgsweep.models.checkpoint import TrainedModel
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Querying a trained model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    folder = yale_like()
+    names = ("subject01", "subject02", "subject03")
+    path = TrainedModel(ThesisConvNet(ConvNetSpec(num_classes=3)), names).save(tmp_path / "pgsweep-model.pt")
+    namespace: dict = {}
+    exec(code.replace("RUN_ID", str(path)).replace("PATH/TO/yalefaces", str(folder)), namespace)  # noqa: S102
+    assert namespace["scores"].scores["pg_softmax"].shape == (3, 23)
+    assert namespace["run"].predictions.shape == (1, 24, 12)
+    assert len(namespace["top"]) == 3 * 2 * 3

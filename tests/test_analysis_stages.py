@@ -33,7 +33,7 @@ def _runs(store: Path) -> int:
 def analysed(tmp_path_factory):
     """One digits run: train 1 epoch, then every analysis stage (default stage list)."""
     store = tmp_path_factory.mktemp("analysed")
-    cfg = _compose(store, "trainer.max_epochs=1", *SMALL)
+    cfg = _compose(store, "trainer.max_epochs=1", "analysis.rank.fc_units=true", *SMALL)
     assert list(cfg.stages) == ["train", "rank", "knockout", "diagrams", "features"]
     return store, run_pipeline(cfg)
 
@@ -50,8 +50,8 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     store, result = analysed
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     run_id = result.run_id
-    assert {"class_scores.parquet", "strongest_weakest.parquet", "thesis_table.md", "heatmap.png"} \
-        <= _artifacts(client, run_id, "rank")
+    assert {"class_scores.parquet", "strongest_weakest.parquet", "thesis_table.md", "heatmap.png",
+            "fc_class_scores.parquet", "fc_thesis_table.md"} <= _artifacts(client, run_id, "rank")
     assert {"curves.parquet", "summary.parquet", "oracle.parquet", "summary.md", "class_0.png", "class_1.png",
             "thesis_class_error.png", "thesis_overall_error.png"} <= _artifacts(client, run_id, "knockout")
     assert {"image_scores.parquet", "consistency.parquet", "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
@@ -67,6 +67,7 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
 
     scores = _table(client, run_id, "rank/class_scores.parquet")
     assert len(scores) == 10 * 23 and {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor"} <= set(scores)
+    assert len(_table(client, run_id, "rank/fc_class_scores.parquet")) == 10 * 20  # act4's 20 units
     curves = _table(client, run_id, "knockout/curves.parquet")
     assert set(curves["class"]) == {0, 1} and curves.step.max() == 23
     assert set(curves.score) == {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor", "oracle", "random"}
