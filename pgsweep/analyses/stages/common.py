@@ -155,6 +155,9 @@ def analysis_units(ctx, settings: AnalysisSettings, network=None) -> Units:
     """The units the stages score, checked on one image: an unknown layer fails here."""
     network = network if network is not None else network_for_checks(ctx)
     layers = resolve_layers(network, settings.query.layers)
+    # the knockout replays layers in forward order, whatever order the config lists them in
+    position = {name: i for i, (name, _) in enumerate(network.named_modules())}
+    layers.sort(key=lambda name: position.get(name, -1))
     try:
         return find_units(network, layers, ctx.images.images[:1])
     except QueryError as error:
