@@ -50,6 +50,10 @@ STAGES: dict[str, Stage] = {
     "train": Stage("pgsweep.train", needs_model=False),
     "evaluate": Stage("pgsweep.evaluate"),
     "adversarial": Stage("pgsweep.sweep.adversarial", section="adversarial"),
+    "rank": Stage("pgsweep.analyses.stages.rank", section="analysis"),
+    "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis"),
+    "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis"),
+    "features": Stage("pgsweep.analyses.stages.features", section="analysis"),
 }
 
 

@@ -118,3 +118,47 @@ def resnet18(in_channels: int = 3, num_classes: int = 10) -> ResNet:
 
 def tiny_resnet(in_channels: int = 3, num_classes: int = 6) -> ResNet:
     return ResNet((2, 1), (8, 12), in_channels, num_classes)
+
+
+# Weights of hand_set_knockout_net's output layer: class 0 reads filter 0, class 1 filter 1,
+# both read filter 2 a little. d logit_c / d act1[k] = KNOCKOUT_WEIGHTS[c, k] / 4 at each of the
+# 4 positions, so the logit-PG L2 score of filter k for class c is |KNOCKOUT_WEIGHTS[c, k]| / 2.
+KNOCKOUT_WEIGHTS = ((2.0, 0.0, 0.5), (0.0, 2.0, 0.5))
+
+
+def hand_set_knockout_net() -> nn.Sequential:
+    """x (B, 3, 2, 2) -> 1x1 identity conv -> ReLU (act1) -> 2x2 mean -> fc -> 2 logits.
+
+    act1 channel k is input channel k (clipped at 0), so an image that is bright in channel
+    0 is class 0 exactly while filter 0 is intact: knocking out filter 0 flips it, filter 1
+    or 2 alone does not (see `knockout_images`).
+    """
+    net = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, 3, 1)),
+        ("act1", nn.ReLU()),
+        ("pool1", nn.AvgPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(3, 2)),
+    ]))
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        net.conv1.bias.zero_()
+        net.fc1.weight.copy_(torch.tensor(KNOCKOUT_WEIGHTS))
+        net.fc1.bias.zero_()
+    return net.eval()
+
+
+def knockout_images(per_class: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images for hand_set_knockout_net: class c is bright (1.0 + small) in channel c, dim (0.2)
+    in the other, 1.0 in channel 2. Logits: own class 2.5 + ..., other 0.9 + ...; without
+    the own filter the own logit drops to 0.5 and the image is misclassified."""
+    images, labels = [], []
+    for c in (0, 1):
+        for i in range(per_class):
+            x = torch.full((3, 2, 2), 0.2)
+            x[c] = 1.0 + 0.1 * i
+            x[2] = 1.0
+            x[2, 0, 0] += 0.05 * i  # images differ, so activations are not all alike
+            images.append(x)
+            labels.append(c)
+    return torch.stack(images), torch.tensor(labels)

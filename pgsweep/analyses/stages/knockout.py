@@ -1,0 +1,165 @@
+"""Stage `knockout` (thesis Figures 4.1, 4.2, and beyond): error curves as filters are zeroed.
+
+For each chosen class, filters are knocked out strongest-first and weakest-first by every
+score (PG of softmax and logit, loss gradient, activation, Taylor, and the oracle: each
+filter's own single-knockout loss increase), and in random orders. Error on the class's
+test images and overall test error after every step.
+
+Logs under knockout/: curves.parquet (every step of every ordering), oracle.parquet,
+summary.parquet and summary.md (areas, area between directions, errors after
+`after` knockouts, Spearman with the oracle), class_<name>.png per class,
+thesis_class_error.png and thesis_overall_error.png; metrics knockout/<score>/<summary>/<class>.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pgsweep import plots
+from pgsweep.analyses.knockout import (
+    class_orders, curve_table, knockout_predictions, random_orders, single_knockouts, summarize,
+)
+from pgsweep.analyses.stages.common import (
+    ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name, read_config,
+    require_images,
+)
+from pgsweep.analyses.stages.rank import scores_for
+from pgsweep.errors import ConfigError
+
+__all__ = ["read_config", "check", "run", "KnockoutReport"]
+
+log = logging.getLogger(__name__)
+SUMMARY_METRICS = (  # summary column -> metric name; class error unless the name says overall
+    ("auc_strongest_class_error", "auc_strongest"),
+    ("auc_weakest_class_error", "auc_weakest"),
+    ("area_between_class_error", "area_between"),
+    ("area_between_overall_error", "area_between_overall"),
+    ("spearman_oracle", "spearman_oracle"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class KnockoutReport:
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    oracle: pd.DataFrame
+    intact_error: float
+
+
+def _classes(ctx, settings: AnalysisSettings) -> list[int]:
+    return class_indices(settings.knockout.classes, ctx.images.class_names, "analysis.knockout.classes", ALL_CLASSES)
+
+
+def check(ctx) -> None:
+    settings: AnalysisSettings = ctx.stage_settings["knockout"]
+    units = analysis_units(ctx, settings)
+    if settings.knockout.after > units.total:
+        raise ConfigError(
+            f"analysis.knockout.after={settings.knockout.after} is larger than the {units.total} filters"
+        )
+    classes = _classes(ctx, settings)
+    require_images(ctx, classes, "analysis.knockout.classes")
+    require_images(ctx, list(range(len(ctx.images.class_names))), "analysis.rank", settings.rank.split)
+
+
+def knockout_analysis(network, test_images, test_labels, scores, classes, settings: AnalysisSettings):
+    """Every class's curves, the oracle, and the summaries; plain tables, nothing logged."""
+    units, names = scores.units, scores.class_names
+    chunk = settings.query.image_chunk
+    labels = np.asarray(test_labels)
+    oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk)
+    oracle["class_name"] = [names[c] for c in oracle["class"]]
+    randoms = random_orders(units.total, settings.knockout.random_orderings, settings.knockout.seed)
+    curves, summaries = [], []
+    for c in classes:
+        oracle_c = oracle[oracle["class"] == c].sort_values("unit")["loss_increase"].to_numpy()
+        class_scores = {name: values[c] for name, values in scores.scores.items()}
+        class_scores["oracle"] = oracle_c
+        orders, keys = class_orders(class_scores, randoms)
+        run = knockout_predictions(network, test_images, test_labels, units, orders, image_chunk=chunk)
+        table = curve_table(run, keys, orders, labels, c, names[c], units)
+        curves.append(table)
+        summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
+    curves_table = pd.concat(curves, ignore_index=True)
+    summary = pd.concat(summaries, ignore_index=True)
+    return curves_table, summary, oracle
+
+
+def _mean_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    numeric = summary.drop(columns=["class", "class_name"]).groupby("score", sort=False).mean(numeric_only=True)
+    return numeric.reset_index().assign(**{"class": -1, "class_name": "mean"})
+
+
+def _markdown(summary: pd.DataFrame, after: int, output: str) -> str:
+    pg = f"pg_{output}"
+    lines = [
+        "# Knockout summary\n",
+        f"Error after knocking out the {after} strongest / {after} weakest filters, ordered by the "
+        f"class-averaged PG of the {output} ({pg}); the thesis reports near-complete failure for the "
+        "strongest and under 25% overall error for the weakest.\n",
+        "| class | class error, strongest | class error, weakest | overall error, strongest | overall error, weakest |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in summary[summary.score == pg].itertuples():
+        d = row._asdict()
+        lines.append(f"| {row.class_name} | {d[f'class_error_after_{after}_strongest']:.3f} | "
+                     f"{d[f'class_error_after_{after}_weakest']:.3f} | {d[f'overall_error_after_{after}_strongest']:.3f} | "
+                     f"{d[f'overall_error_after_{after}_weakest']:.3f} |")
+    means = summary[summary["class"] == -1].set_index("score")
+    lines += ["", "Mean over classes, per score (area = mean error over all steps; between = strongest - weakest; "
+              "Spearman with the oracle's single-knockout loss increase):", "",
+              "| score | area strongest | area weakest | area between | area between (overall) | Spearman with oracle |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for score, row in means.iterrows():
+        values = [row.get(c, np.nan) for c in ("auc_strongest_class_error", "auc_weakest_class_error",
+                                               "area_between_class_error", "area_between_overall_error",
+                                               "spearman_oracle")]
+        if score == "random":  # one direction: its mean curve's area goes in both area columns
+            values[:2] = [row.get("auc_random_class_error", np.nan)] * 2
+        lines.append(f"| {score} | " + " | ".join("" if pd.isna(v) else f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(ctx) -> None:
+    settings: AnalysisSettings = ctx.stage_settings["knockout"]
+    tracker, network = ctx.tracker, ctx.model.network
+    scores = scores_for(ctx, settings)
+    analysis_units(ctx, settings, network)
+    images, labels, _ = images_of(ctx, "test")
+    classes = _classes(ctx, settings)
+    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings)
+    summary = pd.concat([summary, _mean_rows(summary)], ignore_index=True)
+    intact = float(curves.loc[curves.step == 0, "overall_error"].iloc[0])
+    tracker.log_table(curves, "knockout/curves.parquet")
+    tracker.log_table(summary, "knockout/summary.parquet")
+    tracker.log_table(oracle, "knockout/oracle.parquet")
+    after = settings.knockout.after
+    tracker.log_text(_markdown(summary, after, settings.query.output), "knockout/summary.md")
+
+    metrics = {"knockout/intact_test_error": intact}
+    for row in summary.to_dict("records"):
+        label = "mean" if row["class"] == -1 else f"class_{metric_name(row['class_name'])}"
+        for column, name in SUMMARY_METRICS:
+            if column in row and not pd.isna(row[column]):
+                metrics[f"knockout/{row['score']}/{name}/{label}"] = row[column]
+        for curve in ("class_error", "overall_error"):
+            for direction in ("strongest", "weakest"):
+                column = f"{curve}_after_{after}_{direction}"
+                if column in row and not pd.isna(row[column]):
+                    metrics[f"knockout/{row['score']}/{curve}_after_{after}_{direction}/{label}"] = row[column]
+    tracker.log_metrics(metrics)
+
+    pg = f"pg_{settings.query.output}"
+    for c in classes:
+        figure = plots.knockout_curves(curves[curves["class"] == c], pg)
+        tracker.log_figure(figure, f"knockout/class_{metric_name(ctx.images.class_names[c])}.png")
+    tracker.log_figure(plots.thesis_knockout(curves, pg, "class_error"), "knockout/thesis_class_error.png")
+    tracker.log_figure(plots.thesis_knockout(curves, pg, "overall_error"), "knockout/thesis_overall_error.png")
+    mean = summary[(summary["class"] == -1) & (summary.score == pg)].iloc[0]
+    log.info("knockout: %d classes; after %d strongest/weakest (%s): overall error %.3f / %.3f", len(classes),
+             after, pg, mean[f"overall_error_after_{after}_strongest"], mean[f"overall_error_after_{after}_weakest"])
+    ctx.reports["knockout"] = KnockoutReport(curves, summary, oracle, intact)

@@ -1,0 +1,88 @@
+"""The units an analysis scores and knocks out: every filter (or FC unit) of some layers.
+
+The thesis ranks all 23 conv filters of its network together (5 + 8 + 10), so a unit
+is numbered globally across layers: unit u is channel `channel[u]` of `layer[u]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pgsweep.errors import QueryError
+from pgsweep.pg.engine import _eval_mode, _forward, _layer_modules
+
+
+@dataclass(frozen=True)
+class Units:
+    """Filters (conv maps) or units (FC) of the chosen layers, numbered 0..total-1.
+
+    layers: layer names, in forward order
+    sizes:  channels (or units) of each layer
+    ndims:  each layer's activation dims per image: 3 for (F, H, W) maps, 1 for (U,) units
+    """
+
+    layers: tuple[str, ...]
+    sizes: tuple[int, ...]
+    ndims: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.sizes))
+
+    @property
+    def layer_index(self) -> np.ndarray:
+        """(total,) position in `layers` of each unit's layer."""
+        return np.repeat(np.arange(len(self.layers)), self.sizes)
+
+    @property
+    def channel(self) -> np.ndarray:
+        """(total,) each unit's channel within its layer."""
+        return np.concatenate([np.arange(size) for size in self.sizes])
+
+    def table(self) -> pd.DataFrame:
+        """One row per unit: unit (global index), layer, channel."""
+        return pd.DataFrame({
+            "unit": np.arange(self.total),
+            "layer": np.asarray(self.layers, dtype=object)[self.layer_index],
+            "channel": self.channel,
+        })
+
+    def names(self) -> list[str]:
+        """`act1:0`, `act1:1`, ...: short labels for axes and columns."""
+        return [f"{self.layers[j]}:{c}" for j, c in zip(self.layer_index, self.channel)]
+
+
+def default_layers(network: nn.Module) -> list[str]:
+    """The conv activation maps of the thesis convnet (act1..actK); others must name layers."""
+    spec = getattr(network, "spec", None)
+    if spec is not None and hasattr(spec, "conv_channels"):
+        return [f"act{i}" for i in range(1, len(spec.conv_channels) + 1)]
+    raise QueryError("this network has no default analysis layers: name them (e.g. analysis.layers=[layer1,layer2])")
+
+
+def find_units(network: nn.Module, layers: Sequence[str], example: torch.Tensor) -> Units:
+    """Probe one image through `network` to learn each layer's channel count.
+
+    Raises QueryError for an unknown layer, one never or twice called in forward, or an
+    output that is neither (B, F, ...) maps nor (B, U) units.
+    """
+    modules = _layer_modules(network, list(layers))
+    if "input" in modules:
+        raise QueryError("'input' has no filters to score or knock out; choose network layers")
+    parameter = next(network.parameters())
+    with _eval_mode(network), torch.no_grad():
+        _, activations = _forward(network, example[:1].to(parameter.device, parameter.dtype), modules)
+    sizes, ndims = [], []
+    for name in layers:
+        shape = activations[name].shape[1:]
+        if len(shape) not in (1, 3):
+            raise QueryError(f"layer '{name}' gives activations shaped {tuple(shape)}: need (filters, H, W) or (units,)")
+        sizes.append(int(shape[0]))
+        ndims.append(len(shape))
+    return Units(tuple(layers), tuple(sizes), tuple(ndims))

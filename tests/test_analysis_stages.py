@@ -1,0 +1,133 @@
+"""The analysis stages through the real Hydra config: what lands in MLflow, and bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from pgsweep.cli import config_dir
+from pgsweep.errors import ConfigError, ModelError
+from pgsweep.pipeline import run_pipeline
+from pgsweep.tracking import resolve_model
+
+SMALL = ["analysis.knockout.classes=[0,1]", "analysis.knockout.random_orderings=2", "analysis.features.images=1"]
+
+
+def _compose(store: Path, *overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=[f"tracking.uri=sqlite:///{store}/mlflow.db",
+                                            "trainer.progress_bar=false", *overrides])
+
+
+def _runs(store: Path) -> int:
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    return sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """One digits run: train 1 epoch, then every analysis stage (default stage list)."""
+    store = tmp_path_factory.mktemp("analysed")
+    cfg = _compose(store, "trainer.max_epochs=1", "analysis.rank.fc_units=true", *SMALL)
+    assert list(cfg.stages) == ["train", "rank", "knockout", "diagrams", "features"]
+    return store, run_pipeline(cfg)
+
+
+def _artifacts(client, run_id, folder):
+    return {Path(a.path).name for a in client.list_artifacts(run_id, folder)}
+
+
+def _table(client, run_id, path) -> pd.DataFrame:
+    return pd.read_parquet(client.download_artifacts(run_id, path))
+
+
+def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
+    store, result = analysed
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    run_id = result.run_id
+    assert {"class_scores.parquet", "strongest_weakest.parquet", "thesis_table.md", "heatmap.png",
+            "fc_class_scores.parquet", "fc_thesis_table.md"} <= _artifacts(client, run_id, "rank")
+    assert {"curves.parquet", "summary.parquet", "oracle.parquet", "summary.md", "class_0.png", "class_1.png",
+            "thesis_class_error.png", "thesis_overall_error.png"} <= _artifacts(client, run_id, "knockout")
+    assert {"image_scores.parquet", "consistency.parquet", "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
+    assert {"features.parquet", "characteristic_0.png", "lookalike_0.png"} <= _artifacts(client, run_id, "features")
+
+    metrics = client.get_run(run_id).data.metrics
+    # zero knockouts is the plain network: exactly the test error training reported
+    assert metrics["knockout/intact_test_error"] == metrics["final_test_error"]
+    assert metrics["rank/filters"] == 23 and metrics["rank/images"] == 449
+    for name in ("auc_strongest", "auc_weakest", "area_between", "spearman_oracle"):
+        assert f"knockout/pg_softmax/{name}/class_0" in metrics and f"knockout/taylor/{name}/mean" in metrics
+    assert -1 <= metrics["diagrams/within_class_correlation"] <= 1
+
+    scores = _table(client, run_id, "rank/class_scores.parquet")
+    assert len(scores) == 10 * 23 and {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor"} <= set(scores)
+    assert len(_table(client, run_id, "rank/fc_class_scores.parquet")) == 10 * 20  # act4's 20 units
+    curves = _table(client, run_id, "knockout/curves.parquet")
+    assert set(curves["class"]) == {0, 1} and curves.step.max() == 23
+    assert set(curves.score) == {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor", "oracle", "random"}
+    features = _table(client, run_id, "features/features.parquet")
+    assert len(features) == 449 * 10 and features.own_class.sum() == 449
+    text = Path(client.download_artifacts(run_id, "rank/thesis_table.md")).read_text()
+    assert "PG of the softmax" in text and "PG of the logit" in text
+
+
+def test_a_model_trained_earlier_gives_the_same_knockout(analysed):
+    store, first = analysed
+    before = _runs(store)
+    # knockout alone ranks the filters itself; the layers listed out of order change nothing
+    result = run_pipeline(_compose(store, "stages=[knockout]", f"model_ref={first.run_id}",
+                                   "analysis.layers=[act3,act2,act1]", *SMALL))
+    assert _runs(store) == before + 1
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    assert client.get_run(result.run_id).data.tags["pgsweep.model_ref"] == first.run_id
+    again = _table(client, result.run_id, "knockout/summary.parquet")
+    original = _table(client, first.run_id, "knockout/summary.parquet")
+    pd.testing.assert_frame_equal(again, original)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (["analysis.knockout.classes=[0,eleven]"], ConfigError, "analysis.knockout.classes: unknown class 'eleven'"),
+    (["analysis.diagrams.classes=[ten]"], ConfigError, "analysis.diagrams.classes: unknown class 'ten'"),
+    (["analysis.layers=[act1,act9]"], ConfigError, "analysis.layers: unknown layer 'act9'"),
+    (["analysis.rank.k=24"], ConfigError, "analysis.rank.k=24 is larger than the 23 filters"),
+    (["analysis.knockout.after=30"], ConfigError, "analysis.knockout.after=30 is larger than the 23 filters"),
+    (["analysis.features.layer=fc1"], ConfigError, "has no spatial maps"),
+    (["analysis.output=prob"], ConfigError, "analysis.output must be one of softmax, logit"),
+    (["+analysis.rank.top=3"], ConfigError, "unknown config key analysis.rank.top"),
+    (["+analysis.typo=1"], ConfigError, "unknown config key analysis.typo"),
+    (["analysis.rank.split=val"], ConfigError, "analysis.rank.split must be one of"),
+])
+def test_bad_analysis_input_fails_in_one_line_before_any_run(tmp_path, overrides, error, message):
+    cfg = _compose(tmp_path, "trainer.max_epochs=1", *overrides)
+    with pytest.raises(error, match=message.replace("(", r"\(").replace("[", r"\[")) as caught:
+        run_pipeline(cfg)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "mlflow.db").exists() or _runs(tmp_path) == 0
+
+
+def test_model_ref_with_other_classes_or_a_class_without_test_images(analysed, yale_like, tmp_path):
+    store, first = analysed
+    before = _runs(store)
+    folder = yale_like()
+    cfg = _compose(store, "stages=[rank]", f"model_ref={first.run_id}", "data=yale", f"data.root={folder}")
+    with pytest.raises(ModelError, match="classes .* differ from the data's 3 classes"):
+        run_pipeline(cfg)
+    # a model whose recorded test images hold no digit 0
+    model = resolve_model(first.run_id, f"sqlite:///{store}/mlflow.db")
+    provenance = dict(model.provenance)
+    from pgsweep.data import load_digits
+
+    digits = load_digits(image_size=60)
+    provenance["test_sources"] = [s for s in provenance["test_sources"]
+                                  if int(digits.labels[digits.sources.index(s)]) != 0]
+    path = replace(model, provenance=provenance).save(tmp_path / "no-zero" / "pgsweep-model.pt")
+    cfg = _compose(store, "stages=[knockout]", f"model_ref={path}", "analysis.knockout.classes=[0]")
+    with pytest.raises(ConfigError, match="analysis.knockout.classes: class '0' has no test images"):
+        run_pipeline(cfg)
+    assert _runs(store) == before
