@@ -21,13 +21,16 @@ from test_pipeline import _pgsweep, _runs
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
 # what a sweep needs besides itself to compose and check (a model to query, say)
-EXTRA_OVERRIDES: dict[str, list[str]] = {}
+EXTRA_OVERRIDES: dict[str, list[str]] = {  # checking a query's config never loads its model
+    "output_x_norm": ["model_ref=" + "0" * 32],
+    "step_ranges_x_kinds": ["model_ref=" + "0" * 32],
+}
 SMALL = ["seed=0", "model.conv_channels=[3,4,5],[5,8,10]", "trainer.max_epochs=1", "trainer.progress_bar=false"]
 
 
 def test_sweeps_dir_is_the_top_level_folder():
     assert Path(sweeps_dir()) == REPO / "sweeps"
-    assert "seeds_x_widths" in SWEEPS
+    assert {"seeds_x_widths", "output_x_norm", "step_ranges_x_kinds"} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", SWEEPS)
