@@ -85,11 +85,13 @@ def override_keys(overrides: Iterable[str]) -> frozenset[str]:
 
     A group choice (`data=yale`) is reported as the group's name, `data`.
     """
-    keys = set()
-    for override in overrides:
-        key = str(override).split("=", 1)[0].lstrip("~+").strip()
-        keys.add(key.split("@", 1)[0])  # `data@target=...` still chooses the data group
-    return frozenset(k for k in keys if k)
+    return frozenset(k for k in map(override_key, overrides) if k)
+
+
+def override_key(override: str) -> str:
+    """The config key one command-line override sets: `+data.root=X` -> `data.root`."""
+    key = str(override).split("=", 1)[0].lstrip("~+").strip()
+    return key.split("@", 1)[0]  # `data@target=...` still chooses the data group
 
 
 def chose(keys: Collection[str], name: str) -> bool:

@@ -2,8 +2,9 @@
 
 A stage is a module with `run(ctx: Context)`, registered by name in
 `pgsweep.pipeline.STAGES`. It may also define
-  read_config(section: Mapping) -> settings   its config section, checked before any run starts
   check(ctx: Context) -> None                 data/model checks, before the MLflow run is created
+and its STAGES entry may name a config reader, `section -> settings`, in a light module
+(pgsweep.settings), which checks its config section before anything heavy loads.
 A stage logs through `ctx.tracker` only (tables as Parquet, figures as PNG, under a
 folder named after the stage) and leaves its plain results in `ctx.reports[name]`.
 """
@@ -34,6 +35,8 @@ class Context:
     """What stages share: the data, the split, the model, the run, and their reports.
 
     settings:       pgsweep.pipeline.Settings (data, trainer, tracking, stage sections ...)
+    split:          the split the model was trained with: a queried model's own recorded
+                    test images (see model_split), or the one `train` fits on
     stage_settings: each chosen stage's checked config section, by stage name
     model:          the model queried: from model_ref, or the one `train` just fitted
     tracker:        the MLflow run; None while stages' `check` runs, before it exists
@@ -47,12 +50,6 @@ class Context:
     model_uri: str | None = None
     stage_settings: dict[str, object] = field(default_factory=dict)
     reports: dict[str, object] = field(default_factory=dict)
-
-    def query_split(self) -> Split:
-        """The split the model was trained with (its own test images), for querying stages."""
-        if self.model is None:
-            return self.split
-        return model_split(self.model, self.images, self.split)
 
 
 def data_provenance(data, images: ImageSet, split: Split) -> dict:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,10 @@ def run(ctx) -> None:
     Logs eval_{split}_{error,loss,misclassified} and, like training, the list of
     misclassified images of each split (errors/{split}_misclassified.txt).
     """
-    import logging
-
     assert ctx.model is not None
-    split = ctx.query_split()
-    reports = split_reports(ctx.model.network, ctx.images, split)
+    reports = split_reports(ctx.model.network, ctx.images, ctx.split)
     for report in reports.values():
         ctx.tracker.log_metrics(report.metrics("eval_"), step=0)
         log_misclassified(ctx.tracker, report)
-        logging.getLogger(__name__).info(
-            "%s error %.4f (%d of %d)", report.split, report.error, report.misclassified, report.images
-        )
+        log.info("%s error %.4f (%d of %d)", report.split, report.error, report.misclassified, report.images)
     ctx.reports["evaluate"] = reports

@@ -23,7 +23,7 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 PARENT_ENV = "PGSWEEP_PARENT_RUN_ID"
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -45,25 +45,25 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return batch
 
 
-def check_jobs(config: DictConfig) -> list:
+def check_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list:
     """Compose and check every job's config before any job runs; returns their Settings.
 
+    jobs: each job's overrides, when the caller has them already (job_overrides).
     Raises ConfigError naming the first bad job and its problem.
     """
+    from pgsweep.config import override_key
     from pgsweep.errors import ConfigError, PgsweepError
     from pgsweep.pipeline import read_settings
 
     loader = GlobalHydra.instance().config_loader()
-    jobs = job_overrides(config)
+    jobs = job_overrides(config) if jobs is None else jobs
     swept = swept_keys(jobs)
     settings = []
     for number, overrides in enumerate(jobs):
         # name the job by what differs between jobs
-        shown = " ".join(o for o in overrides if o.partition("=")[0].lstrip("+~") in swept) or " ".join(overrides)
+        shown = " ".join(o for o in overrides if override_key(o) in swept) or " ".join(overrides)
         try:
-            job_config = loader.load_sweep_config(config, list(overrides))
-            # the job's own part, as run_job hands it to the task (Hydra's node left out)
-            settings.append(read_settings(OmegaConf.masked_copy(job_config, [k for k in job_config if k != "hydra"])))
+            settings.append(read_settings(loader.load_sweep_config(config, list(overrides))))
         except PgsweepError as error:
             raise ConfigError(f"job {number} ({shown}): {error}") from None
         except Exception as error:  # Hydra's own composition errors: a key not in the config ...
@@ -84,11 +84,12 @@ def check_jobs(config: DictConfig) -> list:
 
 def swept_keys(jobs: list[list[str]]) -> list[str]:
     """The config keys whose value differs between jobs (the summary table's columns)."""
+    from pgsweep.config import override_key
+
     values: dict[str, set[str]] = {}
     for overrides in jobs:
         for override in overrides:
-            key, _, value = override.partition("=")
-            values.setdefault(key.lstrip("+~"), set()).add(value)
+            values.setdefault(override_key(override), set()).add(override.partition("=")[2])
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
@@ -109,10 +110,10 @@ class MultirunTracking(Callback):
             if config.hydra.sweeper._target_ != _BASIC_SWEEPER:
                 log.warning("sweeper %s: job configs are checked as each job starts", config.hydra.sweeper._target_)
                 return
-            settings = check_jobs(config)
+            jobs = job_overrides(config)
+            settings = check_jobs(config, jobs)
             if not settings:
                 return
-            jobs = job_overrides(config)
             self._tracking = settings[0].tracking
             self._swept = swept_keys(jobs)
             self.parent_run_id = start_parent_run(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -33,27 +33,36 @@ log = logging.getLogger(__name__)
 class Stage:
     """A pipeline stage: the module that runs it, and what it needs.
 
-    module:      defines run(ctx), and optionally read_config(section) and check(ctx)
+    module:      defines run(ctx), and optionally check(ctx)
     needs_model: queries a trained model (model_ref, or `train` earlier in the list)
     section:     the top-level config section it reads (None: it has none)
+    config:      "module:function" reading that section into checked settings; a light
+                 module (pgsweep.settings), so config errors answer before torch loads
     """
 
     module: str
     needs_model: bool = True
     section: str | None = None
+    config: str | None = None
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
+    def read_config(self, section: Mapping) -> object:
+        module, function = self.config.split(":")
+        return getattr(importlib.import_module(module), function)(section)
 
+
+_ANALYSIS_CONFIG = "pgsweep.settings:read_analysis_config"
 STAGES: dict[str, Stage] = {
     "train": Stage("pgsweep.train", needs_model=False),
     "evaluate": Stage("pgsweep.evaluate"),
-    "adversarial": Stage("pgsweep.sweep.adversarial", section="adversarial"),
-    "rank": Stage("pgsweep.analyses.stages.rank", section="analysis"),
-    "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis"),
-    "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis"),
-    "features": Stage("pgsweep.analyses.stages.features", section="analysis"),
+    "adversarial": Stage("pgsweep.sweep.adversarial", section="adversarial",
+                         config="pgsweep.settings:read_adversarial_config"),
+    "rank": Stage("pgsweep.analyses.stages.rank", section="analysis", config=_ANALYSIS_CONFIG),
+    "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis", config=_ANALYSIS_CONFIG),
+    "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis", config=_ANALYSIS_CONFIG),
+    "features": Stage("pgsweep.analyses.stages.features", section="analysis", config=_ANALYSIS_CONFIG),
 }
 
 
@@ -98,11 +107,12 @@ def _stage_list(resolved: dict) -> tuple[str, ...]:
 
 def read_settings(cfg: DictConfig) -> Settings:
     """Validate the composed config and turn it into plain dataclasses."""
+    # the job's own part, as Hydra hands it to a job (a composed config may carry Hydra's node)
+    cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as error:  # an interpolation that does not resolve
         raise ConfigError(f"config does not resolve: {error}".splitlines()[0]) from None
-    resolved = {k: v for k, v in resolved.items() if k != "hydra"}
     seed = resolved.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
@@ -119,11 +129,8 @@ def read_settings(cfg: DictConfig) -> Settings:
     stage_settings: dict[str, object] = {}
     for name in stages:
         stage = STAGES[name]
-        if stage.section is None:  # loading a stage's module may import Lightning or Ray
-            continue
-        read_config = getattr(stage.load(), "read_config", None)
-        if read_config is not None:
-            stage_settings[name] = read_config(section(resolved, stage.section))
+        if stage.section is not None and stage.config is not None:
+            stage_settings[name] = stage.read_config(section(resolved, stage.section))
     model_ref = resolved.get("model_ref")
     if "train" in stages and model_ref:
         raise ConfigError("model_ref is set but stages include train: drop one of them")

@@ -1,8 +1,8 @@
 """The config's plain dataclasses: data, trainer and tracking settings.
 
 Kept free of heavy imports (no torch, Lightning, MLflow or Ray), so that reading and
-checking a config answers in a fraction of a second; the modules that use them
-(pgsweep.train, pgsweep.tracking) re-export them.
+checking a config answers in a fraction of a second, stage sections included; the modules
+that use them (pgsweep.train, pgsweep.tracking, the stages) re-export them.
 """
 
 from __future__ import annotations
@@ -10,9 +10,15 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pgsweep.errors import ConfigError
+from pgsweep.config import build
+from pgsweep.errors import ConfigError, QueryError
+
+# What the prediction-gradient engine and its reductions accept (pgsweep.pg reads these)
+PG_OUTPUTS = ("softmax", "logit")
+FILTER_NORMS = ("l2", "l1", "max")
 
 
 @dataclass(frozen=True)
@@ -85,3 +91,261 @@ class TrackingSettings:
     def is_server(self) -> bool:
         """Many processes may log at once only to a tracking server, not to a local SQLite file."""
         return self.uri.startswith(("http://", "https://"))
+
+
+# ---------------------------------------------------------------- the analysis stages (conf/analysis)
+
+ALL_CLASSES = "all"
+FIRST_CLASSES = "first"
+CONV_LAYERS = "conv"
+SPLITS = ("test", "train", "all")
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    output: str = "softmax"
+    norm: str = "l2"
+    layers: tuple[str, ...] = (CONV_LAYERS,)
+    image_chunk: int = 128
+
+    def validate(self) -> None:
+        if self.output not in PG_OUTPUTS:
+            raise ConfigError(f"analysis.output must be one of {', '.join(PG_OUTPUTS)}, got '{self.output}'")
+        if self.norm not in FILTER_NORMS:
+            raise ConfigError(f"analysis.norm must be one of {', '.join(FILTER_NORMS)}, got '{self.norm}'")
+        if not self.layers:
+            raise ConfigError("analysis.layers must name at least one layer (conv: every conv map)")
+        if len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"analysis.layers lists a layer twice: {list(self.layers)}")
+        if self.image_chunk < 1:
+            raise ConfigError(f"analysis.image_chunk must be >= 1, got {self.image_chunk}")
+
+
+@dataclass(frozen=True)
+class RankSettings:
+    split: str = "test"
+    k: int = 3
+    fc_units: bool = False
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"analysis.rank.split must be one of {', '.join(SPLITS)}, got '{self.split}'")
+        if self.k < 1:
+            raise ConfigError(f"analysis.rank.k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class KnockoutSettings:
+    classes: tuple[str, ...] = (ALL_CLASSES,)
+    random_orderings: int = 10
+    seed: int = 0
+    after: int = 10
+
+    def validate(self) -> None:
+        if not self.classes:
+            raise ConfigError("analysis.knockout.classes must name classes, or be [all]")
+        if self.random_orderings < 0:
+            raise ConfigError(f"analysis.knockout.random_orderings must be >= 0, got {self.random_orderings}")
+        if self.after < 1:
+            raise ConfigError(f"analysis.knockout.after must be >= 1, got {self.after}")
+
+
+@dataclass(frozen=True)
+class DiagramSettings:
+    classes: tuple[str, ...] = (FIRST_CLASSES,)
+    class_count: int = 3
+    images_per_class: int = 3
+
+    def validate(self) -> None:
+        if not self.classes:
+            raise ConfigError("analysis.diagrams.classes must name classes, or be [first]")
+        if self.class_count < 1 or self.images_per_class < 1:
+            raise ConfigError("analysis.diagrams.class_count and images_per_class must be >= 1")
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    layer: str = "act1"
+    images: int = 3
+
+    def validate(self) -> None:
+        if self.images < 0:
+            raise ConfigError(f"analysis.features.images must be >= 0, got {self.images}")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The whole `analysis` config group, checked."""
+
+    query: QuerySettings
+    rank: RankSettings
+    knockout: KnockoutSettings
+    diagrams: DiagramSettings
+    features: FeatureSettings
+
+
+_SUBSECTIONS = {"rank": RankSettings, "knockout": KnockoutSettings, "diagrams": DiagramSettings,
+                "features": FeatureSettings}
+
+
+def read_analysis_config(section: Mapping) -> AnalysisSettings:
+    """The `analysis` section -> AnalysisSettings; one-line ConfigError for any bad key or value."""
+    shared = {k: v for k, v in section.items() if k not in _SUBSECTIONS}
+    parts = {}
+    for name, kind in _SUBSECTIONS.items():
+        values = section.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"analysis.{name} must be a mapping of settings")
+        parts[name] = build(kind, values, f"analysis.{name}")
+    try:
+        query = build(QuerySettings, shared, "analysis")
+    except ConfigError as error:
+        if "unknown config key" in str(error):  # name the subsections among the valid keys
+            raise ConfigError(f"{error}, {', '.join(_SUBSECTIONS)}") from None
+        raise
+    return AnalysisSettings(query=query, **parts)
+
+
+# ---------------------------------------------------------------- the adversarial stage (conf/adversarial, conf/ray)
+
+STEP_KINDS = ("raw", "l2", "sign")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How images are perturbed: which y, which direction, clipping."""
+
+    output: str = "softmax"          # y = softmax probability or logit of the target
+    step_kind: str = "raw"           # raw | l2 | sign
+    clip: bool = False               # clip x' to [clip_min, clip_max]
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+
+    def validate(self) -> None:
+        if self.output not in ("softmax", "logit"):
+            raise QueryError(f"output must be softmax or logit, got '{self.output}'")
+        if self.step_kind not in STEP_KINDS:
+            raise QueryError(f"step_kind must be one of {', '.join(STEP_KINDS)}, got '{self.step_kind}'")
+        if self.clip and not self.clip_min < self.clip_max:
+            raise QueryError(f"clip range [{self.clip_min}, {self.clip_max}] is empty")
+
+
+def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
+    """Step sizes as floats: a non-empty list of finite numbers >= 0."""
+    values = []
+    for s in steps:
+        try:
+            value = float(s)
+        except (TypeError, ValueError):
+            raise QueryError(f"step size {s!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise QueryError(f"step sizes must be finite and >= 0, got {s!r}")
+        values.append(value)
+    if not values:
+        raise QueryError("the step list is empty")
+    return tuple(values)
+
+
+STEP_RANGES = ("list", "linear", "log", "norms")
+IMAGE_SETS = ("test", "val", "train", "all")
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """conf/adversarial: the grid, how images are perturbed, and how it is sharded."""
+
+    images: str = "test"            # the model's split to perturb: test | val | train | all
+    max_images: int = 0             # the first N of them (0: all)
+    targets: tuple[int, ...] = (0,)  # class indices; [] means every class
+    output: str = "softmax"         # y: softmax or logit
+    step_kind: str = "raw"          # raw gradient, l2 (unit norm) or sign
+    clip: bool = False              # clip x' to [clip_min, clip_max]
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    step_range: str = "norms"       # list | linear | log | norms (picked from the gradients' norms)
+    steps: tuple[float, ...] = (0.0,)  # step_range=list
+    step_min: float = 0.0           # linear / log
+    step_max: float = 1.0
+    step_count: int = 10            # linear / log / norms
+    rms_min: float = 0.01           # norms: per-pixel RMS change of the smallest step
+    rms_max: float = 0.5            # ... and of the largest
+    affine_prefix: str = "auto"     # auto | none | a top-level layer name
+    batch_size: int = 64            # perturbed images per forward pass
+    images_per_shard: int = 16
+    targets_per_shard: int = 0      # 0: all targets in one shard
+    output_dir: str = "outputs/adversarial"  # finished shards, one folder per (model, grid)
+    progress_bar: bool = True
+    examples: int = 3               # Figure 4.5: images shown ...
+    example_steps: int = 4          # ... at this many of the steps
+
+    def validate(self) -> None:
+        if self.images not in IMAGE_SETS:
+            raise ConfigError(f"adversarial.images must be one of {', '.join(IMAGE_SETS)}, got '{self.images}'")
+        if self.step_range not in STEP_RANGES:
+            raise ConfigError(f"adversarial.step_range must be one of {', '.join(STEP_RANGES)}, "
+                              f"got '{self.step_range}'")
+        try:
+            self.perturbation().validate()
+            if self.step_range == "list":
+                check_steps(self.steps)
+        except QueryError as error:
+            raise ConfigError(f"adversarial: {error}") from None
+        for name in ("max_images", "targets_per_shard", "examples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"adversarial.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "images_per_shard", "step_count", "example_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"adversarial.{name} must be >= 1, got {getattr(self, name)}")
+        if self.step_range in ("linear", "log"):
+            low = 0.0 if self.step_range == "linear" else math.nextafter(0.0, 1.0)
+            if not (math.isfinite(self.step_max) and low <= self.step_min <= self.step_max):
+                kind = ">= 0" if self.step_range == "linear" else "> 0"
+                raise ConfigError(f"adversarial: need {kind} step_min <= step_max, got "
+                                  f"step_min={self.step_min}, step_max={self.step_max}")
+        if self.step_range == "norms" and not 0 < self.rms_min <= self.rms_max:
+            raise ConfigError(f"adversarial: need 0 < rms_min <= rms_max, got {self.rms_min}, {self.rms_max}")
+
+    def perturbation(self) -> Perturbation:
+        return Perturbation(self.output, self.step_kind, self.clip, self.clip_min, self.clip_max)
+
+    def fixed_steps(self) -> tuple[float, ...] | None:
+        """The step sizes, unless they are picked from the model's gradients (norms)."""
+        if self.step_range == "list":
+            return check_steps(self.steps)
+        import numpy as np  # only when steps are computed, not for config checks
+
+        if self.step_range == "linear":
+            return tuple(float(s) for s in np.linspace(self.step_min, self.step_max, self.step_count))
+        if self.step_range == "log":
+            return tuple(float(s) for s in np.geomspace(self.step_min, self.step_max, self.step_count))
+        return None
+
+
+def read_adversarial_config(values: Mapping) -> AdversarialSettings:
+    return build(AdversarialSettings, values, "adversarial")
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """conf/ray: where the tasks run and what each one asks for."""
+
+    enabled: bool = True        # false: run the shards in this process (same tables)
+    address: str | None = None  # None: start a local Ray; "auto", HOST:PORT or ray://HOST:PORT: join one
+    num_cpus: int = 0           # CPUs of a local Ray (0: all of this machine's)
+    task_cpus: float = 1.0      # per task; also the torch threads a task uses
+    task_gpus: float = 0.0      # per task; > 0 runs the shard on the worker's GPU
+    max_retries: int = 3        # retries of a task whose worker or node dies
+    scheduling: str = "DEFAULT"  # or SPREAD: one shard per node in turn
+    max_in_flight: int = 0      # shards submitted at once (0: all); bounds the driver's memory
+
+    def validate(self) -> None:
+        if self.num_cpus < 0:
+            raise ConfigError(f"ray.num_cpus must be >= 0, got {self.num_cpus}")
+        if self.task_cpus <= 0 or self.task_gpus < 0:
+            raise ConfigError("ray.task_cpus must be > 0 and ray.task_gpus >= 0")
+        if self.max_retries < -1:
+            raise ConfigError(f"ray.max_retries must be >= -1 (-1: forever), got {self.max_retries}")
+        if self.max_in_flight < 0:
+            raise ConfigError(f"ray.max_in_flight must be >= 0, got {self.max_in_flight}")
+        if self.scheduling not in ("DEFAULT", "SPREAD"):
+            raise ConfigError(f"ray.scheduling must be DEFAULT or SPREAD, got '{self.scheduling}'")

@@ -57,6 +57,8 @@ print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & %r))
         (["trainer.max_epochs=0"], 2),  # pgsweep's own config check
         (["stages=[evaluate]"], 2),  # a query without model_ref
         (["trainer.max_epoch=5"], 2),  # found by Hydra: a mistyped key
+        (["analysis.norm=l3"], 2),  # a stage's own config section
+        (["adversarial.step_kind=bad"], 2),
     ],
 )
 def test_help_and_config_errors_import_no_heavy_library(tmp_path, args, status):

@@ -44,10 +44,6 @@ def _artifacts(uri: str, run_id: str, path: str = "") -> set[str]:
     return {f["path"] for f in listed}
 
 
-# small settings for a stage whose defaults are too big for a test (stage name -> overrides)
-STAGE_OVERRIDES: dict[str, list[str]] = {}
-
-
 def test_every_stage_logs_to_the_server(server, compose_config):
     uri, _ = server
     trained = run_pipeline(compose_config(f"tracking.uri={uri}", "tracking.experiment=stages",
@@ -55,8 +51,7 @@ def test_every_stage_logs_to_the_server(server, compose_config):
     for name in STAGES:
         if name != "train":  # each querying stage, on the model the server stores
             run_pipeline(compose_config(f"tracking.uri={uri}", "tracking.experiment=stages",
-                                        f"stages=[{name}]", f"model_ref={trained.run_id}",
-                                        *STAGE_OVERRIDES.get(name, [])))
+                                        f"stages=[{name}]", f"model_ref={trained.run_id}"))
     runs = _experiment_runs(uri, "stages")
     assert len(runs) == len(STAGES)
     assert all(run["info"]["status"] == "FINISHED" for run in runs)

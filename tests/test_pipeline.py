@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -292,33 +289,12 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path, overrides, messa
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_training_logs_to_a_real_mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.5)
+    """The one server test that needs no PostgreSQL: a SQLite backend store."""
+    from servers import mlflow_server
+
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path}/server.db") as uri:
         workdir = tmp_path / "work"
         workdir.mkdir()
         done = _pgsweep(workdir, f"tracking.uri={uri}", "trainer.max_epochs=1", "trainer.progress_bar=false",
@@ -329,9 +305,6 @@ def test_training_logs_to_a_real_mlflow_server(tmp_path):
         assert run.info.status == "FINISHED" and "final_test_error" in run.data.metrics
         loaded = resolve_model(run.info.run_id, uri)
         assert loaded.class_names[0] == "0"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_tracker_logs_tables_and_figures_that_read_back(tmp_path):

@@ -28,51 +28,16 @@ import torch
 from torch import nn
 
 from pgsweep.errors import QueryError
+from pgsweep.settings import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (light: config checks use them)
 from pgsweep.pg import INPUT, prediction_gradients
 
 log = logging.getLogger(__name__)
 
-STEP_KINDS = ("raw", "l2", "sign")
 # modules that are affine maps (eval mode), so a prefix made of them is affine
 _AFFINE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Flatten, nn.Identity,
                  nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.ZeroPad2d)
 RESULT_COLUMNS = ("image", "label", "target", "step_index", "step", "target_confidence",
                   "true_confidence", "prediction", "success", "induced_error")
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    """How images are perturbed: which y, which direction, clipping."""
-
-    output: str = "softmax"          # y = softmax probability or logit of the target
-    step_kind: str = "raw"           # raw | l2 | sign
-    clip: bool = False               # clip x' to [clip_min, clip_max]
-    clip_min: float = 0.0
-    clip_max: float = 1.0
-
-    def validate(self) -> None:
-        if self.output not in ("softmax", "logit"):
-            raise QueryError(f"output must be softmax or logit, got '{self.output}'")
-        if self.step_kind not in STEP_KINDS:
-            raise QueryError(f"step_kind must be one of {', '.join(STEP_KINDS)}, got '{self.step_kind}'")
-        if self.clip and not self.clip_min < self.clip_max:
-            raise QueryError(f"clip range [{self.clip_min}, {self.clip_max}] is empty")
-
-
-def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
-    """Step sizes as floats: a non-empty list of finite numbers >= 0."""
-    values = []
-    for s in steps:
-        try:
-            value = float(s)
-        except (TypeError, ValueError):
-            raise QueryError(f"step size {s!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise QueryError(f"step sizes must be finite and >= 0, got {s!r}")
-        values.append(value)
-    if not values:
-        raise QueryError("the step list is empty")
-    return tuple(values)
 
 
 def step_directions(gradients: torch.Tensor, kind: str) -> torch.Tensor:

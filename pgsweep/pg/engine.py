@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from pgsweep.errors import QueryError
+from pgsweep.settings import PG_OUTPUTS
 from pgsweep.pg import reductions
 from pgsweep.pg.fast_conv import ConvInputGradAsForward
 
 INPUT = "input"  # the pseudo-layer for d y / d x
-OUTPUTS = ("softmax", "logit")
+OUTPUTS = PG_OUTPUTS
 STRATEGIES = ("auto", "per_target", "vmap")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 from pgsweep.errors import QueryError
+from pgsweep.settings import FILTER_NORMS
 
-NORMS = ("l2", "l1", "max")
+NORMS = FILTER_NORMS
 ORDERS = ("average_then_norm", "norm_then_average")
 
 

@@ -9,8 +9,6 @@ table, per-step and per-target summaries and Figures 4.5-4.7 to MLflow.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,82 +19,11 @@ import torch
 from pgsweep.analyses import adversarial as math_
 from pgsweep.config import build, section
 from pgsweep.errors import ConfigError, QueryError
+from pgsweep.settings import AdversarialSettings, RaySettings
 from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
-from pgsweep.sweep.runner import RaySettings, SweepStats, check_address, run_sweep
+from pgsweep.sweep.runner import SweepStats, check_address, run_sweep
 
 log = logging.getLogger(__name__)
-
-STEP_RANGES = ("list", "linear", "log", "norms")
-IMAGE_SETS = ("test", "val", "train", "all")
-
-
-@dataclass(frozen=True)
-class AdversarialSettings:
-    """conf/adversarial: the grid, how images are perturbed, and how it is sharded."""
-
-    images: str = "test"            # the model's split to perturb: test | val | train | all
-    max_images: int = 0             # the first N of them (0: all)
-    targets: tuple[int, ...] = (0,)  # class indices; [] means every class
-    output: str = "softmax"         # y: softmax or logit
-    step_kind: str = "raw"          # raw gradient, l2 (unit norm) or sign
-    clip: bool = False              # clip x' to [clip_min, clip_max]
-    clip_min: float = 0.0
-    clip_max: float = 1.0
-    step_range: str = "norms"       # list | linear | log | norms (picked from the gradients' norms)
-    steps: tuple[float, ...] = (0.0,)  # step_range=list
-    step_min: float = 0.0           # linear / log
-    step_max: float = 1.0
-    step_count: int = 10            # linear / log / norms
-    rms_min: float = 0.01           # norms: per-pixel RMS change of the smallest step
-    rms_max: float = 0.5            # ... and of the largest
-    affine_prefix: str = "auto"     # auto | none | a top-level layer name
-    batch_size: int = 64            # perturbed images per forward pass
-    images_per_shard: int = 16
-    targets_per_shard: int = 0      # 0: all targets in one shard
-    output_dir: str = "outputs/adversarial"  # finished shards, one folder per (model, grid)
-    progress_bar: bool = True
-    examples: int = 3               # Figure 4.5: images shown ...
-    example_steps: int = 4          # ... at this many of the steps
-
-    def validate(self) -> None:
-        if self.images not in IMAGE_SETS:
-            raise ConfigError(f"adversarial.images must be one of {', '.join(IMAGE_SETS)}, got '{self.images}'")
-        if self.step_range not in STEP_RANGES:
-            raise ConfigError(f"adversarial.step_range must be one of {', '.join(STEP_RANGES)}, "
-                              f"got '{self.step_range}'")
-        try:
-            self.perturbation().validate()
-            if self.step_range == "list":
-                math_.check_steps(self.steps)
-        except QueryError as error:
-            raise ConfigError(f"adversarial: {error}") from None
-        for name in ("max_images", "targets_per_shard", "examples"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"adversarial.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "images_per_shard", "step_count", "example_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"adversarial.{name} must be >= 1, got {getattr(self, name)}")
-        if self.step_range in ("linear", "log"):
-            low = 0.0 if self.step_range == "linear" else math.nextafter(0.0, 1.0)
-            if not (math.isfinite(self.step_max) and low <= self.step_min <= self.step_max):
-                kind = ">= 0" if self.step_range == "linear" else "> 0"
-                raise ConfigError(f"adversarial: need {kind} step_min <= step_max, got "
-                                  f"step_min={self.step_min}, step_max={self.step_max}")
-        if self.step_range == "norms" and not 0 < self.rms_min <= self.rms_max:
-            raise ConfigError(f"adversarial: need 0 < rms_min <= rms_max, got {self.rms_min}, {self.rms_max}")
-
-    def perturbation(self) -> math_.Perturbation:
-        return math_.Perturbation(self.output, self.step_kind, self.clip, self.clip_min, self.clip_max)
-
-    def fixed_steps(self) -> tuple[float, ...] | None:
-        """The step sizes, unless they are picked from the model's gradients (norms)."""
-        if self.step_range == "list":
-            return math_.check_steps(self.steps)
-        if self.step_range == "linear":
-            return tuple(float(s) for s in np.linspace(self.step_min, self.step_max, self.step_count))
-        if self.step_range == "log":
-            return tuple(float(s) for s in np.geomspace(self.step_min, self.step_max, self.step_count))
-        return None
 
 
 @dataclass(frozen=True)
@@ -109,10 +36,6 @@ class AdversarialReport:
     affine_prefix: str | None
     folder: Path
     stats: SweepStats
-
-
-def read_config(values: Mapping) -> AdversarialSettings:
-    return build(AdversarialSettings, values, "adversarial")
 
 
 def ray_settings(ctx) -> RaySettings:
@@ -137,11 +60,10 @@ def check(ctx) -> None:
 
 
 def _image_indices(ctx, settings: AdversarialSettings) -> np.ndarray:
-    split = ctx.query_split()
     if settings.images == "all":
         indices = np.arange(len(ctx.images))
     else:
-        indices = np.asarray(getattr(split, settings.images), dtype=np.int64)
+        indices = np.asarray(getattr(ctx.split, settings.images), dtype=np.int64)
     if settings.max_images:
         indices = indices[: settings.max_images]
     if not len(indices):
@@ -225,7 +147,7 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
     tracker.log_figure(plots.adversarial_induced_error(per_target, per_step, names_of),
                        "adversarial/fig4_7_induced_error.png")
     if settings.examples:
-        examples, pixels, titles, rows = _examples(job, results, settings, model.class_names)
+        examples, pixels, titles, rows = _examples(model.network, job, results, settings, model.class_names)
         tracker.log_table(examples, "adversarial/examples.parquet")
         tracker.log_figure(plots.adversarial_examples(pixels, titles, rows), "adversarial/fig4_5_examples.png")
     log.info("adversarial: mean success %.3f, mean induced error %.3f over %d steps; easiest targets %s",
@@ -233,24 +155,23 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
              ", ".join(str(t) for t in easiest.target[:3]))
 
 
-def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
+def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_names):
     """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step
     (step_index -1 is the original image)."""
+    from pgsweep.evaluate import predict_logits
+
     count = min(settings.examples, len(job.image_ids))
-    positions = list(range(count))
     step_columns = sorted(set(np.linspace(0, len(job.steps) - 1, settings.example_steps).round().astype(int)))
-    network = job.network()
     rows, pixels, titles, labels = [], [], [], []
-    for position in positions:
+    for position in range(count):
         image_id = job.image_ids[position]
         own = results[(results.image == image_id) & (results.target != results.label)]
         hits = own[own.success]
         target = int(hits.sort_values(["step_index", "target"]).target.iloc[0]) if len(hits) else int(own.target.iloc[0])
-        moved = math_.perturbed_images(network, job.images[position : position + 1], [target],
-                                       [job.steps[k] for k in step_columns], job.perturbation)[0, 0]  # (K, 1, H, W)
         image = job.images[position : position + 1]
-        with torch.no_grad():
-            original = torch.softmax(network(image), 1)[0]
+        moved = math_.perturbed_images(network, image, [target],
+                                       [job.steps[k] for k in step_columns], job.perturbation)[0, 0]  # (K, 1, H, W)
+        original = torch.softmax(predict_logits(network, image), 1)[0]
         label = int(job.labels[position])
         rows.append({"image": image_id, "target": target, "step_index": -1, "step": 0.0,
                      "true_confidence": float(original[label]), "target_confidence": float(original[target]),
@@ -267,5 +188,5 @@ def _examples(job: SweepJob, results: pd.DataFrame, settings, class_names):
             image_titles.append(f"s={job.steps[k]:.3g}\nt={point.true_confidence:.2f} y={point.target_confidence:.2f}")
         pixels.append(torch.cat([image[0], moved[:, 0].clamp(0, 1)]).numpy())  # (1 + K, H, W)
         titles.append(image_titles)
-        labels.append(f"{class_names[int(job.labels[position])]} -> {class_names[target]}")
+        labels.append(f"{class_names[label]} -> {class_names[target]}")
     return pd.DataFrame(rows), np.stack(pixels), titles, labels

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from pgsweep.errors import ConfigError
+from pgsweep.settings import RaySettings  # noqa: F401  (light, for config checks; re-exported)
 from pgsweep.sweep.grid import Shard, ShardStore, SweepJob
 
 # Ray reads this once, at import: "0" makes a local Ray bind and connect on 127.0.0.1
@@ -33,32 +34,6 @@ from pgsweep.sweep.grid import Shard, ShardStore, SweepJob
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """conf/ray: where the tasks run and what each one asks for."""
-
-    enabled: bool = True        # false: run the shards in this process (same tables)
-    address: str | None = None  # None: start a local Ray; "auto", HOST:PORT or ray://HOST:PORT: join one
-    num_cpus: int = 0           # CPUs of a local Ray (0: all of this machine's)
-    task_cpus: float = 1.0      # per task; also the torch threads a task uses
-    task_gpus: float = 0.0      # per task; > 0 runs the shard on the worker's GPU
-    max_retries: int = 3        # retries of a task whose worker or node dies
-    scheduling: str = "DEFAULT"  # or SPREAD: one shard per node in turn
-    max_in_flight: int = 0      # shards submitted at once (0: all); bounds the driver's memory
-
-    def validate(self) -> None:
-        if self.num_cpus < 0:
-            raise ConfigError(f"ray.num_cpus must be >= 0, got {self.num_cpus}")
-        if self.task_cpus <= 0 or self.task_gpus < 0:
-            raise ConfigError("ray.task_cpus must be > 0 and ray.task_gpus >= 0")
-        if self.max_retries < -1:
-            raise ConfigError(f"ray.max_retries must be >= -1 (-1: forever), got {self.max_retries}")
-        if self.max_in_flight < 0:
-            raise ConfigError(f"ray.max_in_flight must be >= 0, got {self.max_in_flight}")
-        if self.scheduling not in ("DEFAULT", "SPREAD"):
-            raise ConfigError(f"ray.scheduling must be DEFAULT or SPREAD, got '{self.scheduling}'")
 
 
 @dataclass

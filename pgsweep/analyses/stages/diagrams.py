@@ -14,10 +14,10 @@ import pandas as pd
 from pgsweep import plots
 from pgsweep.analyses.diagrams import choose_images, consistency, image_filter_scores
 from pgsweep.analyses.stages.common import (
-    FIRST_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, read_config, require_images,
+    FIRST_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, require_images,
 )
 
-__all__ = ["read_config", "check", "run"]
+__all__ = ["check", "run"]
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import torch
 
 from pgsweep import plots
 from pgsweep.analyses.features import feature_maps, feature_table
-from pgsweep.analyses.stages.common import AnalysisSettings, images_of, network_for_checks, read_config
+from pgsweep.analyses.stages.common import AnalysisSettings, images_of, network_for_checks
 from pgsweep.analyses.units import find_units
 from pgsweep.errors import ConfigError, QueryError
 from pgsweep.evaluate import predict_logits
 
-__all__ = ["read_config", "check", "run"]
+__all__ = ["check", "run"]
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.analyses.knockout import (
-    class_orders, curve_table, knockout_predictions, random_orders, single_knockouts, summarize,
+    KnockoutRun, class_orders, curve_table, knockout_predictions, random_orders, single_knockouts, summarize,
 )
 from pgsweep.analyses.stages.common import (
-    ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name, read_config,
+    ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name,
     require_images,
 )
 from pgsweep.analyses.stages.rank import scores_for
 from pgsweep.errors import ConfigError
 
-__all__ = ["read_config", "check", "run", "KnockoutReport"]
+__all__ = ["check", "run", "KnockoutReport"]
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = (  # summary column -> metric name; class error unless the name says overall
@@ -74,14 +74,22 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk)
     oracle["class_name"] = [names[c] for c in oracle["class"]]
     randoms = random_orders(units.total, settings.knockout.random_orderings, settings.knockout.seed)
-    curves, summaries = [], []
+    per_class = []
     for c in classes:
         oracle_c = oracle[oracle["class"] == c].sort_values("unit")["loss_increase"].to_numpy()
         class_scores = {name: values[c] for name, values in scores.scores.items()}
         class_scores["oracle"] = oracle_c
-        orders, keys = class_orders(class_scores, randoms)
-        run = knockout_predictions(network, test_images, test_labels, units, orders, image_chunk=chunk)
-        table = curve_table(run, keys, orders, labels, c, names[c], units)
+        per_class.append((c, class_scores, oracle_c, *class_orders(class_scores, randoms)))
+    # one replay of every class's orderings: states reached by one ordering (the random
+    # ones every class shares, the intact network) are computed once, not once per class
+    everything = np.concatenate([orders for *_, orders, _ in per_class])
+    run = knockout_predictions(network, test_images, test_labels, units, everything, image_chunk=chunk)
+    curves, summaries, start = [], [], 0
+    for c, class_scores, oracle_c, orders, keys in per_class:
+        rows = slice(start, start + len(orders))
+        start += len(orders)
+        class_run = KnockoutRun(run.predictions[rows], run.losses[rows])
+        table = curve_table(class_run, keys, orders, labels, c, names[c], units)
         curves.append(table)
         summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
     curves_table = pd.concat(curves, ignore_index=True)
@@ -128,7 +136,6 @@ def run(ctx) -> None:
     settings: AnalysisSettings = ctx.stage_settings["knockout"]
     tracker, network = ctx.tracker, ctx.model.network
     scores = scores_for(ctx, settings)
-    analysis_units(ctx, settings, network)
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
     curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings)

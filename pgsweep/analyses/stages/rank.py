@@ -16,11 +16,11 @@ import pandas as pd
 from pgsweep import plots
 from pgsweep.analyses.ranking import ClassScores, class_scores, strongest_weakest, thesis_table_markdown
 from pgsweep.analyses.stages.common import (
-    AnalysisSettings, analysis_units, images_of, read_config, require_images,
+    AnalysisSettings, analysis_units, images_of, require_images,
 )
 from pgsweep.errors import ConfigError
 
-__all__ = ["read_config", "check", "run", "scores_for", "RankReport"]
+__all__ = ["check", "run", "scores_for", "RankReport"]
 
 log = logging.getLogger(__name__)
 
