@@ -96,6 +96,19 @@ def test_sweep_on_ray_matches_the_per_point_loop(local_ray, trained, compose_con
         assert f"adversarial/{name}" in artifacts, name
     logged = pd.read_parquet(client.download_artifacts(result.run_id, "adversarial/results.parquet", str(tmp_path)))
     pd.testing.assert_frame_equal(logged, results)
+    # `image` is the dataset index in every table the stage logs
+    labels = dict(zip(results.image, results.label))
+    assert sorted(labels) != list(range(6))  # the test images are not the dataset's first six
+    tables = {name: pd.read_parquet(client.download_artifacts(result.run_id, f"adversarial/{name}.parquet",
+                                                              str(tmp_path)))
+              for name in ("gradient_norms", "images", "examples")}
+    for name, table in tables.items():
+        assert set(table.image) <= set(labels), name
+        if "label" in table:
+            assert all(labels[i] == c for i, c in zip(table.image, table.label)), name
+    names = tables["images"]
+    assert set(names.image) == set(labels) and all(images.sources[i] == s for i, s in zip(names.image, names.source))
+    assert set(tables["gradient_norms"].image) == set(labels)
     history = client.get_metric_history(result.run_id, "adversarial/success")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     off = results[results.target != results.label]
@@ -236,8 +249,9 @@ def test_a_signal_mid_sweep_on_a_local_ray(trained, compose_config, tmp_path, si
     kept for a resume, and no Ray process left behind."""
     _, path, _ = trained
     uri, out = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shards"
+    # the progress bar is left at its default, auto: stderr is a pipe here, so no bar
     overrides = ("stages=[adversarial]", f"model_ref={path}", f"tracking.uri={uri}", f"adversarial.output_dir={out}",
-                 "adversarial.progress_bar=false", "ray.num_cpus=2", *RESUME_GRID)
+                 "ray.num_cpus=2", *RESUME_GRID)
     driver = _user_pgsweep(tmp_path, *overrides)
     processes = _RayProcesses(driver)
     try:
