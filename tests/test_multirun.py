@@ -78,6 +78,22 @@ def test_small_sweep_runs_end_to_end_nested_under_one_parent(tmp_path):
     by_run = {c.info.run_id: c.data.metrics["final_test_error"] for c in children}
     assert dict(zip(summary["run_id"], summary["final_test_error"])) == pytest.approx(by_run)
     assert parent.data.metrics["jobs_finished"] == 2
+    kind = client.get_experiment(parent.info.experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"  # the MLflow UI's model-training view
+
+
+def test_a_multirun_of_queries_goes_beside_its_model(tmp_path):
+    """Jobs querying a model, and their parent, go into the model's experiment unless
+    tracking.experiment is typed."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    model_run = client.create_run(client.create_experiment("faces")).info.run_id  # stands for a training run
+    for typed, experiment in (([], "faces"), (["tracking.experiment=mine"], "mine")):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["+sweep=output_x_norm", f"tracking.uri={uri}",
+                                               f"model_ref={model_run}", *typed], return_hydra_config=True)
+            settings = check_jobs(cfg)
+        assert {s.tracking.experiment for s in settings} == {experiment}
 
 
 @pytest.mark.parametrize(
@@ -105,6 +121,30 @@ def test_bad_sweep_values_are_found_before_any_job(tmp_path, params, overrides, 
         with pytest.raises(ConfigError) as error:
             check_jobs(cfg)
     assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "params, fixed, message",
+    [  # a value every job shares is named by its setting, not by a job's swept values
+        ({"seed": "0,1"}, ["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0 (in all 2 jobs)"),
+        ({"seed": "0"}, ["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
+        # a swept value at fault names its job by that value alone
+        ({"seed": "0,1", "trainer.max_epochs": "1,0"}, [], "job 1 (trainer.max_epochs=0): trainer.max_epochs must be >= 1, got 0"),
+    ],
+)
+def test_a_config_error_names_the_setting_at_fault(tmp_path, params, fixed, message):
+    from omegaconf import open_dict
+
+    from pgsweep.errors import ConfigError
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"tracking.uri=sqlite:///{tmp_path}/m.db", *fixed], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweeper.params = params
+            cfg.hydra.overrides.task = fixed
+        with pytest.raises(ConfigError) as error:
+            check_jobs(cfg)
+    assert str(error.value) == message
 
 
 def _has_ray_launcher() -> bool:
