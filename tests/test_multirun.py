@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
 # what a sweep needs besides itself to compose and check (a model to query, say)
 EXTRA_OVERRIDES: dict[str, list[str]] = {  # checking a query's config never loads its model
-    "output_x_norm": ["model_ref=" + "0" * 32],
+    "norm_x_rank_split": ["model_ref=" + "0" * 32],
     "step_ranges_x_kinds": ["model_ref=" + "0" * 32],
 }
 SMALL = ["seed=0", "model.conv_channels=[3,4,5],[5,8,10]", "trainer.max_epochs=1", "trainer.progress_bar=false"]
@@ -30,7 +30,7 @@ SMALL = ["seed=0", "model.conv_channels=[3,4,5],[5,8,10]", "trainer.max_epochs=1
 
 def test_sweeps_dir_is_the_top_level_folder():
     assert Path(sweeps_dir()) == REPO / "sweeps"
-    assert {"seeds_x_widths", "output_x_norm", "step_ranges_x_kinds"} <= set(SWEEPS)
+    assert {"seeds_x_widths", "norm_x_rank_split", "step_ranges_x_kinds"} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -90,7 +90,7 @@ def test_a_multirun_of_queries_goes_beside_its_model(tmp_path):
     model_run = client.create_run(client.create_experiment("faces")).info.run_id  # stands for a training run
     for typed, experiment in (([], "faces"), (["tracking.experiment=mine"], "mine")):
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose("config", overrides=["+sweep=output_x_norm", f"tracking.uri={uri}",
+            cfg = compose("config", overrides=["+sweep=norm_x_rank_split", f"tracking.uri={uri}",
                                                f"model_ref={model_run}", *typed], return_hydra_config=True)
             settings = check_jobs(cfg)
         assert {s.tracking.experiment for s in settings} == {experiment}
