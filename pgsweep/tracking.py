@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgsweep.errors import ConfigError, Interrupted, ModelError
+from pgsweep.logs import release_held
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
 
@@ -204,6 +205,7 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
             )
         tags[PARENT_TAG] = settings.parent_run_id
     run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
+    release_held()  # the input passed every check: the lines its checks logged can show now
     log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, settings.uri)
     return client, run.info.run_id
 
