@@ -57,10 +57,13 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
-# MLflow 3's experiment kind (its UI's "Machine learning" kind, not "GenAI apps & agents"),
-# the tag and value MLflow's own experiment-kind selector writes (mlflow/server/js bundle)
+# MLflow 3's experiment kind (its UI's "Machine learning" kind, not "GenAI apps & agents"):
+# the tag and value MLflow's own experiment-kind selector writes (mlflow/server/js bundle).
+# MLflow 3.17.2's UI picks its pages from its sidebar switch (GenAI / Model training, kept
+# in the browser, GenAI at first) or a link's `workflowType`, not from this tag (README).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"  # the UI's own view switch, in a link (it ignores the tag)
 MODEL_RUN_TAG = "pgsweep.model_run_id"  # on a query run: the run that logged the model it queried
 SUMMARY_TABLE = "multirun/summary.parquet"
 RUNNING, FINISHED, FAILED, KILLED = (
@@ -206,7 +209,10 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
         tags[PARENT_TAG] = settings.parent_run_id
     run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
     release_held()  # the input passed every check: the lines its checks logged can show now
-    log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, settings.uri)
+    where = settings.uri
+    if settings.is_server:  # MLflow 3.17's UI shows GenAI pages unless the link asks for model training
+        where = f"{settings.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}?{UI_VIEW}"
+    log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, where)
     return client, run.info.run_id
 
 

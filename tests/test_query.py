@@ -128,3 +128,18 @@ def test_override_keys_name_what_the_command_line_chose():
     assert chose(keys, "data.root") and not chose(keys, "data.name")
     assert chose(override_keys(["data=yale"]), "data.name")  # a group choice sets every key in it
     assert not chose(override_keys(["database=1"]), "data.root")
+
+
+def test_the_experiment_kind_is_the_one_the_installed_mlflow_ui_writes():
+    """The tag pgsweep sets is what MLflow's own experiment-kind selector writes for its
+    "Machine learning" kind, and the UI takes make ui's workflowType link (this MLflow's
+    JS bundle; a renamed tag or value in an upgrade fails here)."""
+    import mlflow
+
+    from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    code = "".join(path.read_text(errors="ignore") for path in bundle.glob("*.js"))
+    assert f'setExperimentTag({{experiment_id:t,key:"{EXPERIMENT_KIND_TAG}",value:n}})' in code
+    assert f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING_KIND}"' in code
+    assert 'MACHINE_LEARNING="machine_learning"' in code and 'e.get("workflowType")' in code
