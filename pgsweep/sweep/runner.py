@@ -234,7 +234,8 @@ def ray_session(settings: RaySettings, held: HeldSignals | None = None) -> Itera
                 raise
             held.received = held.received or signal.SIGTERM  # ray.init's own handler: sys.exit(15)
         except (ConnectionError, ValueError, RuntimeError) as error:
-            _reap(_started_since(started), timeout=5)
+            if not settings.address:
+                _reap(_started_since(started), timeout=5)
             raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
                               f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
         finally:
@@ -244,7 +245,7 @@ def ray_session(settings: RaySettings, held: HeldSignals | None = None) -> Itera
             held.deliver()  # a signal that came while Ray started
             yield
         finally:
-            processes = _started_since(started)
+            processes = [] if settings.address else _started_since(started)  # joined: none are ours
             ray.shutdown()
             _reap(processes)
 
