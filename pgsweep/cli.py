@@ -16,8 +16,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.config import override_keys
@@ -101,8 +101,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def remove_unused_output_dir() -> None:
-    """Remove the run's outputs/DATE/TIME/ (and outputs/DATE/ when empty) if it holds
-    nothing but Hydra's record of the command (.hydra/*.yaml and the job's log).
+    """Remove the run's outputs/DATE/TIME/ if it holds nothing but Hydra's record of the
+    command (.hydra/*.yaml and the job's log), and the folders above it (in the working
+    directory) that this leaves empty.
 
     Hydra makes it before the job starts. A folder holding anything else, a multirun's
     job folders, and the working directory itself are left alone.
@@ -117,8 +118,10 @@ def remove_unused_output_dir() -> None:
     record = {folder / f"{hydra_config.job.name}.log"}
     if hydra_config.output_subdir:
         record |= {folder / hydra_config.output_subdir / f"{name}.yaml" for name in ("config", "hydra", "overrides")}
+    if not folder.is_dir():
+        return
     contents = list(folder.rglob("*"))
-    if not folder.is_dir() or not {p for p in contents if not p.is_dir()} <= record:
+    if not {p for p in contents if not p.is_dir()} <= record:
         return
     for path in sorted(contents, key=lambda p: len(p.parts), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
