@@ -17,10 +17,12 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.config import override_keys
 from pgsweep.errors import Interrupted, PgsweepError
+from pgsweep.logs import held_until_run_starts
 
 
 def config_dir() -> str:
@@ -41,20 +43,93 @@ def sweeps_dir() -> str:
     return str(packaged if packaged.is_dir() else source)
 
 
+# One line each for `pgsweep --help`; the list itself is the pipeline's STAGES.
+STAGE_HELP = {
+    "train": "fit the convnet (Lightning, SGD); log curves, final errors, misclassified images, the model",
+    "evaluate": "error of a trained model on its train/val/test images, and which images it gets wrong",
+    "rank": "class-averaged PG per conv filter, strongest and weakest per class (thesis Table 4.2)",
+    "knockout": "error as filters are zeroed in order of each score, with baselines (Figures 4.1, 4.2)",
+    "diagrams": "per-image PG per filter, drawn as the network beside the image (Table 4.1)",
+    "features": "the filter and position with the highest PG, own class and look-alike (Figures 4.3, 4.4)",
+    "adversarial": "perturb every test image toward every class along d y_t / d x, on Ray (4.4, Figures 4.5-4.7)",
+}
+
+
+def _stage_lines() -> str:
+    from pgsweep.pipeline import STAGES  # torch-free: what config checks use too
+
+    width = max(map(len, STAGES))
+    return "\n".join(f"{name:<{width}}  {STAGE_HELP.get(name, '(see README.md)')}" for name in STAGES)
+
+
+def _listed(values) -> str:
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def _sweep_lines() -> str:
+    """Each shipped sweep and the first line of its description (the comment after `# @package`)."""
+    lines = []
+    files = sorted(Path(sweeps_dir(), "sweep").glob("*.yaml"))
+    width = max((len(f.stem) for f in files), default=0)
+    for file in files:
+        comments = [line[1:].strip() for line in file.read_text().splitlines()
+                    if line.startswith("#") and "@package" not in line]
+        lines.append(f"{file.stem:<{width}}  {comments[0] if comments else ''}")
+    return "\n".join(lines)
+
+
 OmegaConf.register_new_resolver("pgsweep.sweeps_dir", sweeps_dir, replace=True)
+OmegaConf.register_new_resolver("pgsweep.stages", _stage_lines, replace=True)
+OmegaConf.register_new_resolver("pgsweep.listed", _listed, replace=True)
+OmegaConf.register_new_resolver("pgsweep.sweeps", _sweep_lines, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> None:
     from pgsweep.pipeline import run_pipeline
 
-    try:
-        # what the user typed wins over what a queried model records (its data)
-        run_pipeline(cfg, chosen=override_keys(HydraConfig.get().overrides.task))
-    except PgsweepError as error:
-        logging.getLogger("pgsweep").debug("failed", exc_info=True)
-        print(f"pgsweep: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    with held_until_run_starts() as held:
+        try:
+            # what the user typed wins over what a queried model records (its data)
+            run_pipeline(cfg, chosen=override_keys(HydraConfig.get().overrides.task))
+        except PgsweepError as error:
+            logging.getLogger("pgsweep").debug("failed", exc_info=True)
+            print(f"pgsweep: error: {error}", file=sys.stderr)
+            if not held.released:  # rejected before its run: nothing of it is worth keeping
+                remove_unused_output_dir()
+            sys.exit(2)
+
+
+def remove_unused_output_dir() -> None:
+    """Remove the run's outputs/DATE/TIME/ if it holds nothing but Hydra's record of the
+    command (.hydra/*.yaml and the job's log), and the folders above it (in the working
+    directory) that this leaves empty.
+
+    Hydra makes it before the job starts. A folder holding anything else, a multirun's
+    job folders, and the working directory itself are left alone.
+    """
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.RUN or not hydra_config.runtime.output_dir:
+        return
+    folder = Path(hydra_config.runtime.output_dir).resolve()
+    here = Path.cwd().resolve()
+    if folder == here or folder in here.parents:
+        return
+    record = {folder / f"{hydra_config.job.name}.log"}
+    if hydra_config.output_subdir:
+        record |= {folder / hydra_config.output_subdir / f"{name}.yaml" for name in ("config", "hydra", "overrides")}
+    if not folder.is_dir():
+        return
+    contents = list(folder.rglob("*"))
+    if not {p for p in contents if not p.is_dir()} <= record:
+        return
+    for path in sorted(contents, key=lambda p: len(p.parts), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    folder.rmdir()
+    for parent in folder.parents:  # outputs/DATE/, outputs/ when they hold nothing else
+        if parent == here or here not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def _raise_interrupted(signum: int, frame) -> None:

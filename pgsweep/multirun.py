@@ -51,27 +51,29 @@ def check_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list:
     jobs: each job's overrides, when the caller has them already (job_overrides).
     Raises ConfigError naming the first bad job and its problem.
     """
-    from pgsweep.config import override_key
+    from pgsweep.config import override_keys
     from pgsweep.errors import ConfigError, PgsweepError
-    from pgsweep.pipeline import read_settings
+    from pgsweep.pipeline import beside_model, read_settings
 
     loader = GlobalHydra.instance().config_loader()
     jobs = job_overrides(config) if jobs is None else jobs
-    swept = swept_keys(jobs)
-    settings = []
+    settings, failures, origins = [], [], {}
     for number, overrides in enumerate(jobs):
-        # name the job by what differs between jobs
-        shown = " ".join(o for o in overrides if override_key(o) in swept) or " ".join(overrides)
         try:
-            settings.append(read_settings(loader.load_sweep_config(config, list(overrides))))
+            job = read_settings(loader.load_sweep_config(config, list(overrides)))
+            # a query's run goes beside its model (unless the job names tracking.experiment)
+            settings.append(beside_model(job, override_keys(overrides), origins)[0])
         except PgsweepError as error:
-            raise ConfigError(f"job {number} ({shown}): {error}") from None
+            failures.append((number, str(error)))
         except Exception as error:  # Hydra's own composition errors: a key not in the config ...
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"job {number} ({shown}): {message}") from None
+            failures.append((number, message))
+    if failures:
+        raise ConfigError(_failure_line(failures, jobs))
     trackings = {(s.tracking.uri, s.tracking.experiment) for s in settings}
     if len(trackings) > 1:
-        raise ConfigError("tracking.uri and tracking.experiment must be the same for every job of a multirun")
+        raise ConfigError("tracking.uri and tracking.experiment must be the same for every job of a multirun "
+                          "(jobs querying models of different experiments: set tracking.experiment=NAME)")
     if settings and config.hydra.launcher._target_ != _BASIC_LAUNCHER and not settings[0].tracking.is_server:
         # jobs in other processes (Ray workers) would all write one SQLite file at once
         raise ConfigError(
@@ -80,6 +82,23 @@ def check_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list:
             f"'{settings[0].tracking.uri}' takes one writer at a time"
         )
     return settings
+
+
+def _failure_line(failures: list[tuple[int, str]], jobs: list[list[str]]) -> str:
+    """One line naming the setting at fault: the first bad job by the swept value its error
+    names, or, when every job fails alike on a value they share, just that setting."""
+    import re
+
+    from pgsweep.config import override_key
+
+    number, message = failures[0]
+    swept = swept_keys(jobs)
+    named = [o for o in jobs[number] if override_key(o) in swept
+             and re.search(rf"(?<![\w.]){re.escape(override_key(o))}(?!\w)", message)]
+    if not named and len(failures) == len(jobs) and len({m for _, m in failures}) == 1:
+        return message if len(jobs) == 1 else f"{message} (in all {len(jobs)} jobs)"
+    shown = named or [o for o in jobs[number] if override_key(o) in swept] or jobs[number]
+    return f"job {number} ({' '.join(shown)}): {message}"
 
 
 def swept_keys(jobs: list[list[str]]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from pgsweep.config import build, section
+from pgsweep.config import build, chose, section
 from pgsweep.errors import ConfigError
 from pgsweep.models.spec import ConvNetSpec
 from pgsweep.settings import DataSettings, TrackingSettings, TrainSettings
@@ -168,6 +168,30 @@ def with_model_data(settings: Settings, model: "TrainedModel", chosen: Collectio
     return replace(settings, data=data, architecture=model.spec, resolved=resolved)
 
 
+def beside_model(settings: Settings, chosen: Collection[str], origins: dict | None = None) -> tuple[Settings, str | None]:
+    """A query run goes into the experiment of the run that logged its model, unless the user
+    chose tracking.experiment; returns the settings and that run's id (None: a model file).
+
+    origins: a cache of pgsweep.tracking.model_origin answers, for many jobs of one multirun.
+    """
+    if not settings.model_ref:
+        return settings, None
+    from pgsweep.tracking import model_origin
+
+    key = (settings.model_ref, settings.tracking.uri)
+    origins = {} if origins is None else origins
+    if key not in origins:
+        origins[key] = model_origin(*key)
+    origin = origins[key]
+    if origin is None:
+        return settings, None
+    if not chose(chosen, "tracking.experiment") and origin.experiment != settings.tracking.experiment:
+        resolved = {**settings.resolved, "tracking": {**settings.resolved["tracking"], "experiment": origin.experiment}}
+        settings = replace(settings, tracking=replace(settings.tracking, experiment=origin.experiment),
+                           resolved=resolved)
+    return settings, origin.run_id
+
+
 def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResult:
     """Check everything, then run the configured stages inside one MLflow run.
 
@@ -178,12 +202,13 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
     settings = read_settings(cfg)  # first: a config error answers before torch or MLflow load
     from pgsweep.context import Context, check_compatible, model_split
     from pgsweep.data import load_dataset, stratified_split
-    from pgsweep.tracking import flatten, resolve_model, tracked_run
+    from pgsweep.tracking import MODEL_RUN_TAG, flatten, resolve_model, tracked_run
 
-    model = None
+    model, model_run_id = None, None
     if settings.model_ref:
         model = resolve_model(settings.model_ref, settings.tracking.uri)
         settings = with_model_data(settings, model, chosen)
+        settings, model_run_id = beside_model(settings, chosen)
     data = settings.data
     images = load_dataset(data.name, data.root, data.image_size)
     split = stratified_split(
@@ -212,6 +237,8 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
     tags = {"pgsweep.stages": ",".join(settings.stages), "pgsweep.data": data.name}
     if settings.model_ref:
         tags["pgsweep.model_ref"] = settings.model_ref
+    if model_run_id:
+        tags[MODEL_RUN_TAG] = model_run_id
     with tracked_run(settings.tracking, tags) as tracker:
         ctx.tracker = tracker
         tracker.log_params(flatten(settings.resolved))

@@ -35,6 +35,17 @@ class DataSettings:
 _PROGRESS_BAR = {"auto": None, "true": True, "false": False}
 
 
+def check_progress_bar(value: str, key: str) -> None:
+    if str(value).lower() not in _PROGRESS_BAR:
+        raise ConfigError(f"{key} must be auto, true or false, got '{value}'")
+
+
+def show_progress_bar(value: str, stream) -> bool:
+    """auto: only when the bar's stream is a terminal, never into a log file or pipe."""
+    choice = _PROGRESS_BAR[str(value).lower()]
+    return stream.isatty() if choice is None else choice
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     max_epochs: int = 250
@@ -60,12 +71,10 @@ class TrainSettings:
                 raise ConfigError(f"trainer.{name} must be a finite number >= 0, got {value}")
         if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
             raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got '{self.accelerator}'")
-        if str(self.progress_bar).lower() not in _PROGRESS_BAR:
-            raise ConfigError(f"trainer.progress_bar must be auto, true or false, got '{self.progress_bar}'")
+        check_progress_bar(self.progress_bar, "trainer.progress_bar")
 
     def show_progress_bar(self) -> bool:
-        choice = _PROGRESS_BAR[str(self.progress_bar).lower()]
-        return sys.stdout.isatty() if choice is None else choice
+        return show_progress_bar(self.progress_bar, sys.stdout)  # Lightning's bar writes to stdout
 
 
 @dataclass(frozen=True)
@@ -274,7 +283,7 @@ class AdversarialSettings:
     images_per_shard: int = 16
     targets_per_shard: int = 0      # 0: all targets in one shard
     output_dir: str = "outputs/adversarial"  # finished shards, one folder per (model, grid)
-    progress_bar: bool = True
+    progress_bar: str = "auto"      # auto: only on a terminal (stderr); true; false
     examples: int = 3               # Figure 4.5: images shown ...
     example_steps: int = 4          # ... at this many of the steps
 
@@ -304,6 +313,10 @@ class AdversarialSettings:
                                   f"step_min={self.step_min}, step_max={self.step_max}")
         if self.step_range == "norms" and not 0 < self.rms_min <= self.rms_max:
             raise ConfigError(f"adversarial: need 0 < rms_min <= rms_max, got {self.rms_min}, {self.rms_max}")
+        check_progress_bar(self.progress_bar, "adversarial.progress_bar")
+
+    def show_progress_bar(self) -> bool:
+        return show_progress_bar(self.progress_bar, sys.stderr)  # the sweep's bar writes to stderr
 
     def perturbation(self) -> Perturbation:
         return Perturbation(self.output, self.step_kind, self.clip, self.clip_min, self.clip_max)

@@ -17,9 +17,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pgsweep.errors import ConfigError, Interrupted, ModelError
+from pgsweep.logs import release_held
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
 
@@ -41,7 +43,8 @@ def _quiet_mlflow() -> bool:
 _QUIET = _quiet_mlflow()
 
 import mlflow  # noqa: E402  (after the environment above is set)
-from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
+from mlflow.entities import LifecycleStage, Metric, Param, RunStatus  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 if _QUIET:  # MLflow imported earlier (a notebook, a test) configured itself already
@@ -54,6 +57,14 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
+# MLflow 3's experiment kind (its UI's "Machine learning" kind, not "GenAI apps & agents"):
+# the tag and value MLflow's own experiment-kind selector writes (mlflow/server/js bundle).
+# MLflow 3.17.2's UI picks its pages from its sidebar switch (GenAI / Model training, kept
+# in the browser, GenAI at first) or a link's `workflowType`, not from this tag (README).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"  # the UI's own view switch, in a link (it ignores the tag)
+MODEL_RUN_TAG = "pgsweep.model_run_id"  # on a query run: the run that logged the model it queried
 SUMMARY_TABLE = "multirun/summary.parquet"
 RUNNING, FINISHED, FAILED, KILLED = (
     RunStatus.to_string(s) for s in (RunStatus.RUNNING, RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
@@ -163,14 +174,27 @@ class Tracker:
         return f"runs:/{self.run_id}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
 
 
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, creating it when missing; marked a model-training experiment
+    (EXPERIMENT_KIND_TAG) unless it already has a kind."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException:  # another process created it meanwhile
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by hand, or by an older pgsweep
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment.experiment_id
+
+
 def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tuple[MlflowClient, str]:
     """Create the store and experiment when missing, then a run in it (nested when asked)."""
     client, artifact_location = _prepare_store(settings)
-    experiment = client.get_experiment_by_name(settings.experiment)
-    if experiment is None:
-        experiment_id = client.create_experiment(settings.experiment, artifact_location=artifact_location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = _experiment_id(client, settings.experiment, artifact_location)
     tags = dict(tags or {})
     if settings.parent_run_id:
         try:
@@ -184,7 +208,11 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
             )
         tags[PARENT_TAG] = settings.parent_run_id
     run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
-    log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, settings.uri)
+    release_held()  # the input passed every check: the lines its checks logged can show now
+    where = settings.uri
+    if settings.is_server:  # MLflow 3.17's UI shows GenAI pages unless the link asks for model training
+        where = f"{settings.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}?{UI_VIEW}"
+    log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, where)
     return client, run.info.run_id
 
 
@@ -280,6 +308,43 @@ def finish_parent_run(settings: TrackingSettings, parent_run_id: str, swept: lis
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else the default local store (mlflow.db here)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or TrackingSettings.uri
+
+
+@dataclass(frozen=True)
+class ModelOrigin:
+    """The MLflow run that logged a model, and its experiment's name."""
+
+    run_id: str
+    experiment: str
+
+
+def model_origin(ref: str, tracking_uri: str | None = None) -> ModelOrigin | None:
+    """The run a model_ref names (a run id or a runs:/RUN_ID/... URI) in `tracking_uri`.
+
+    None for a model file, a models:/ URI, a store that is not there (reading never
+    creates one), or a run or experiment that is not found or deleted: then a query
+    simply keeps its configured experiment, and resolve_model reports what is wrong.
+    """
+    ref = str(ref).strip()
+    if not ref or Path(ref).expanduser().exists():
+        return None
+    uri = re.match(r"^runs:/([0-9a-f]{32})(/.*)?$", ref)
+    run_id = uri.group(1) if uri else ref if _RUN_ID.match(ref) else None
+    if run_id is None:
+        return None
+    tracking_uri = tracking_uri or default_tracking_uri()
+    db = _local_db_path(tracking_uri)
+    if db is not None and not db.is_file():
+        return None
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except Exception:  # MLflow raises several types for a missing run; unreachable servers too
+        return None
+    if experiment.lifecycle_stage == LifecycleStage.DELETED:
+        return None
+    return ModelOrigin(run.info.run_id, experiment.name)
 
 
 def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:

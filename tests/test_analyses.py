@@ -216,7 +216,10 @@ def test_curves_and_summaries_of_the_hand_set_net(hand_set):
     assert summary.loc["pg_logit", "area_between_class_error"] > 0
     assert summary.loc["oracle", "spearman_oracle"] == pytest.approx(1.0)
     assert summary.loc["pg_logit", "spearman_oracle"] == pytest.approx(1.0)  # same order as the oracle
+    # auc_*: trapezoid area over 0..S knockouts / S (0.75 here), not the mean of the S + 1 errors (0.667)
     assert area(np.array([0.0, 1.0, 1.0])) == pytest.approx(0.75)
+    curve = curves[(curves.score == "pg_softmax") & (curves.direction == "strongest")].class_error.to_numpy()
+    assert summary.loc["pg_softmax", "auc_strongest_class_error"] == pytest.approx(np.trapezoid(curve) / 3)
 
 
 # ---------------------------------------------------------------- diagrams and features

@@ -93,6 +93,39 @@ def test_a_model_trained_earlier_gives_the_same_knockout(analysed):
     pd.testing.assert_frame_equal(again, original)
 
 
+@pytest.mark.slow
+def test_every_job_of_the_shipped_rank_and_knockout_sweep_gives_other_numbers(analysed):
+    """sweeps/sweep/norm_x_rank_split.yaml: each job's knockout summary differs from every other
+    job's; analysis.output, which it does not sweep, changes none of them."""
+    from pgsweep.multirun import job_overrides
+
+    store, first = analysed
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=norm_x_rank_split", f"model_ref={first.run_id}"],
+                      return_hydra_config=True)
+        jobs = job_overrides(cfg)
+    assert len(jobs) == 6
+
+    def summary(*overrides: str) -> pd.DataFrame:
+        # a job's overrides (+sweep=..., model_ref=..., its values); knockout alone ranks by itself,
+        # and act3's 10 filters keep it short
+        cfg = _compose(store, *SMALL, *overrides, "stages=[knockout]", "analysis.layers=[act3]",
+                       "analysis.knockout.random_orderings=0")
+        table = run_pipeline(cfg).reports["knockout"].summary
+        return table[table["class"] == -1].set_index("score")
+
+    columns = ["spearman_oracle", "auc_strongest_class_error", "auc_weakest_class_error"]
+    results = [summary(*job) for job in jobs]
+    scored = results[0].index.drop("oracle")
+    for i in range(len(jobs)):
+        for j in range(i):  # every score the norm or the images change: the PG ones
+            pair = f"{jobs[i]} vs {jobs[j]}"
+            assert not results[i].loc[["pg_softmax", "pg_logit"], columns].equals(
+                results[j].loc[["pg_softmax", "pg_logit"], columns]), pair
+    logit = summary(*jobs[0], "analysis.output=logit")
+    pd.testing.assert_frame_equal(logit.loc[scored, columns], results[0].loc[scored, columns])
+
+
 @pytest.mark.parametrize("overrides, error, message", [
     (["analysis.knockout.classes=[0,eleven]"], ConfigError, "analysis.knockout.classes: unknown class 'eleven'"),
     (["analysis.diagrams.classes=[ten]"], ConfigError, "analysis.diagrams.classes: unknown class 'ten'"),

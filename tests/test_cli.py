@@ -67,7 +67,75 @@ def test_help_and_config_errors_import_no_heavy_library(tmp_path, args, status):
     lines = done.stdout.splitlines()
     assert f"EXIT {status}" in lines, done.stdout + done.stderr
     assert lines[-1] == "HEAVY []", done.stdout
-    assert list(tmp_path.iterdir()) in ([], [tmp_path / "outputs"])  # no store was created
+    assert list(tmp_path.iterdir()) == []  # no store, and no outputs/DATE/TIME/ of a rejected command
+
+
+def test_help_lists_the_stages_groups_sweeps_and_model_ref(tmp_path):
+    from pgsweep.pipeline import STAGES
+
+    done = _run(tmp_path, "--help")
+    assert done.returncode == 0, done.stderr
+    sections = {}
+    for block in done.stdout.split("\n== ")[1:]:
+        title, _, body = block.partition(" ==\n")
+        sections[title.split(":")[0]] = body
+    listed = {line.split()[0] for line in sections["Stages"].splitlines() if line.strip()}
+    assert listed == set(STAGES)
+    assert "stages=[train,rank,knockout,diagrams,features,adversarial]" in done.stdout
+    sweeps = {p.stem for p in (Path(__file__).resolve().parents[1] / "sweeps" / "sweep").glob("*.yaml")}
+    assert {line.split()[0] for line in sections["Shipped sweeps"].splitlines() if line.strip()} == sweeps
+    assert "data: digits, folder, yale" in sections["Config groups"]
+    assert "model_ref names a model trained earlier" in sections["model_ref"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _model_file(folder: Path) -> Path:
+    """A digits thesis convnet with random weights, recording the default digits split as its data."""
+    from pgsweep.context import data_provenance
+    from pgsweep.data import load_dataset, stratified_split
+    from pgsweep.models.checkpoint import TrainedModel
+    from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
+    from pgsweep.settings import DataSettings
+
+    data = DataSettings(val_fraction=0.1)
+    images = load_dataset(data.name, data.root, data.image_size)
+    split = stratified_split(images.labels.numpy(), images.content_ids, images.class_names, data.test_fraction,
+                             data.val_fraction, data.split_seed, data.group_duplicates)
+    model = TrainedModel(ThesisConvNet(ConvNetSpec(num_classes=10)), images.class_names,
+                         data_provenance(data, images, split))
+    return model.save(folder / "model" / "pgsweep-model.pt")
+
+
+@pytest.mark.parametrize("args", [
+    ["stages=[knockout]", "analysis.knockout.classes=[eleven]"],  # found after the data and model load
+    ["stages=[train]", "trainer.accelerator=gpu"],  # found by the trainer's own check
+])
+def test_input_rejected_after_loading_is_one_line_and_leaves_no_folder(tmp_path, args):
+    import torch
+
+    if "trainer.accelerator=gpu" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer.accelerator=gpu is not an error here")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    if "stages=[knockout]" in args:
+        args = [*args, f"model_ref={_model_file(tmp_path)}"]
+    done = _run(workdir, *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("pgsweep: error: ")
+    assert list(workdir.iterdir()) == []  # neither a store nor Hydra's outputs/DATE/TIME/
+
+
+def test_a_rejected_command_keeps_an_output_folder_holding_anything_else(tmp_path):
+    """Only Hydra's own record of the command is removed, never a file someone else put there."""
+    folder = tmp_path / "outputs" / "run"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    done = _run(tmp_path, "trainer.max_epochs=0", "hydra.run.dir=outputs/run")
+    assert done.returncode == 2
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / ".hydra" / "config.yaml").exists()
+    plain = _run(tmp_path, "trainer.max_epochs=0", "hydra.run.dir=outputs/other")
+    assert plain.returncode == 2 and sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["run"]
 
 
 # ---------------------------------------------------------------- interrupts

@@ -62,7 +62,7 @@ def test_every_stage_logs_to_the_server(server, compose_config):
 def test_a_multirun_logs_parent_and_children_to_the_server(server, tmp_path):
     uri, database = server
     done = _pgsweep(tmp_path, "-m", "seed=0,1", "trainer.max_epochs=1", "trainer.progress_bar=false",
-                    f"tracking.uri={uri}", "tracking.experiment=multirun")
+                    "stages=[train]", f"tracking.uri={uri}", "tracking.experiment=multirun")
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "mlflow.db").exists()
     runs = _experiment_runs(uri, "multirun")
@@ -71,6 +71,11 @@ def test_a_multirun_logs_parent_and_children_to_the_server(server, tmp_path):
     children = [run for run in runs if _tags(run).get("mlflow.parentRunId") == parent_id]
     assert len(children) == 2 and len(runs) == 3
     assert parent["info"]["status"] == "FINISHED" and _metrics(parent)["jobs_finished"] == 2
+    experiment = rest(uri, "experiments/get-by-name", experiment_name="multirun")["experiment"]
+    assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+    # each run's log line links to it in the UI's model-training view
+    link = f"{uri}/#/experiments/{experiment['experiment_id']}/runs/{parent['info']['run_id']}"
+    assert f"{link}?workflowType=machine_learning" in done.stdout
     for child in children:
         run_id = child["info"]["run_id"]
         assert child["info"]["status"] == "FINISHED"

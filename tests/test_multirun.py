@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
 # what a sweep needs besides itself to compose and check (a model to query, say)
 EXTRA_OVERRIDES: dict[str, list[str]] = {  # checking a query's config never loads its model
-    "output_x_norm": ["model_ref=" + "0" * 32],
+    "norm_x_rank_split": ["model_ref=" + "0" * 32],
     "step_ranges_x_kinds": ["model_ref=" + "0" * 32],
 }
 SMALL = ["seed=0", "model.conv_channels=[3,4,5],[5,8,10]", "trainer.max_epochs=1", "trainer.progress_bar=false"]
@@ -30,7 +30,7 @@ SMALL = ["seed=0", "model.conv_channels=[3,4,5],[5,8,10]", "trainer.max_epochs=1
 
 def test_sweeps_dir_is_the_top_level_folder():
     assert Path(sweeps_dir()) == REPO / "sweeps"
-    assert {"seeds_x_widths", "output_x_norm", "step_ranges_x_kinds"} <= set(SWEEPS)
+    assert {"seeds_x_widths", "norm_x_rank_split", "step_ranges_x_kinds"} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -78,6 +78,22 @@ def test_small_sweep_runs_end_to_end_nested_under_one_parent(tmp_path):
     by_run = {c.info.run_id: c.data.metrics["final_test_error"] for c in children}
     assert dict(zip(summary["run_id"], summary["final_test_error"])) == pytest.approx(by_run)
     assert parent.data.metrics["jobs_finished"] == 2
+    kind = client.get_experiment(parent.info.experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"  # the MLflow UI's model-training view
+
+
+def test_a_multirun_of_queries_goes_beside_its_model(tmp_path):
+    """Jobs querying a model, and their parent, go into the model's experiment unless
+    tracking.experiment is typed."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    model_run = client.create_run(client.create_experiment("faces")).info.run_id  # stands for a training run
+    for typed, experiment in (([], "faces"), (["tracking.experiment=mine"], "mine")):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["+sweep=norm_x_rank_split", f"tracking.uri={uri}",
+                                               f"model_ref={model_run}", *typed], return_hydra_config=True)
+            settings = check_jobs(cfg)
+        assert {s.tracking.experiment for s in settings} == {experiment}
 
 
 @pytest.mark.parametrize(
@@ -105,6 +121,30 @@ def test_bad_sweep_values_are_found_before_any_job(tmp_path, params, overrides, 
         with pytest.raises(ConfigError) as error:
             check_jobs(cfg)
     assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "params, fixed, message",
+    [  # a value every job shares is named by its setting, not by a job's swept values
+        ({"seed": "0,1"}, ["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0 (in all 2 jobs)"),
+        ({"seed": "0"}, ["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
+        # a swept value at fault names its job by that value alone
+        ({"seed": "0,1", "trainer.max_epochs": "1,0"}, [], "job 1 (trainer.max_epochs=0): trainer.max_epochs must be >= 1, got 0"),
+    ],
+)
+def test_a_config_error_names_the_setting_at_fault(tmp_path, params, fixed, message):
+    from omegaconf import open_dict
+
+    from pgsweep.errors import ConfigError
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"tracking.uri=sqlite:///{tmp_path}/m.db", *fixed], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweeper.params = params
+            cfg.hydra.overrides.task = fixed
+        with pytest.raises(ConfigError) as error:
+            check_jobs(cfg)
+    assert str(error.value) == message
 
 
 def _has_ray_launcher() -> bool:

@@ -67,3 +67,46 @@ def test_readme_states_the_bench_default_round_count():
     bench = (REPO / "benchmarks" / "bench_engine.py").read_text()
     default = re.search(r'"--rounds", type=int, default=(\d+)', bench).group(1)
     assert re.findall(r"(\d+) rounds", README.split("## Performance", 1)[1].split("##", 1)[0]) == [default]
+
+
+def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
+    """`make ui`'s own command: one uvicorn worker and no job runner (mlflow's defaults
+    started 16 processes and 3.7 GB), on 127.0.0.1 only."""
+    import signal
+    import time
+    import urllib.request
+
+    import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
+    import psutil
+
+    from servers import free_port
+
+    port = free_port()
+    dry = _make(REPO, "-n", "ui", f"PORT={port}")
+    (line,) = [line for line in dry.stdout.splitlines() if "mlflow ui " in line]
+    for part in ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", "--workers 1", "--host 127.0.0.1", f"--port {port}"):
+        assert part in line, line
+    assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in dry.stdout
+
+    command = line.replace(".venv/bin/", f"{REPO}/.venv/bin/")  # run where its mlflow.db may be made
+    server = subprocess.Popen(command, shell=True, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow ui did not start"
+                time.sleep(0.5)
+        tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        pythons = [p for p in tree if "python" in p.name()]
+        assert len(pythons) <= 2, [" ".join(p.cmdline())[:80] for p in pythons]
+        resident = sum(p.memory_info().rss for p in tree)
+        assert resident < 1.5 * 2**30, f"{resident / 2**20:.0f} MiB"  # 0.5 GB here; the defaults took 3.7 GB
+        addresses = {c.laddr.ip for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        assert addresses == {"127.0.0.1"}, addresses
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the group this test started
+        server.wait(timeout=60)

@@ -17,7 +17,8 @@ from pgsweep.pipeline import run_pipeline
 
 @pytest.fixture(scope="module")
 def yale_model(tmp_path_factory):
-    """A 1-epoch model on a small Yale-named folder, trained with seed 3 (so split_seed 3)."""
+    """A 1-epoch model on a small Yale-named folder, trained with seed 3 (so split_seed 3), in
+    experiment `faces`."""
     from hydra import compose, initialize_config_dir
 
     from pgsweep.cli import config_dir
@@ -33,7 +34,7 @@ def yale_model(tmp_path_factory):
         cfg = compose("config", overrides=[
             f"tracking.uri={uri}", "trainer.progress_bar=false", "stages=[train]",
             "data=yale", f"data.root={root}", "data.image_size=32", "model.kernel_size=3",
-            "trainer.max_epochs=1", "seed=3",
+            "trainer.max_epochs=1", "seed=3", "tracking.experiment=faces",
         ])
     return uri, root, run_pipeline(cfg)
 
@@ -61,6 +62,30 @@ def test_query_uses_the_models_recorded_data_and_logs_it(yale_model, compose_con
     wrong = Path(client.download_artifacts(result.run_id, "errors/test_misclassified.txt")).read_text()
     assert wrong.split() == list(reports["test"].wrong)
     assert "errors/train_misclassified.txt" in {a.path for a in client.list_artifacts(result.run_id, "errors")}
+
+
+def test_a_query_goes_beside_its_model_and_names_the_run_it_queried(yale_model, compose_config, tmp_path):
+    from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_RUN_TAG
+
+    uri, _, trained = yale_model
+    client = MlflowClient(uri)
+    faces = client.get_experiment_by_name("faces")
+    for ref in (trained.run_id, f"runs:/{trained.run_id}/model/pgsweep-model.pt"):
+        run = client.get_run(_evaluate(compose_config, uri, ref).run_id)  # the config says experiment pgsweep
+        assert run.info.experiment_id == faces.experiment_id
+        assert run.data.tags[MODEL_RUN_TAG] == trained.run_id and run.data.params["tracking.experiment"] == "faces"
+
+    typed = client.get_run(_evaluate(compose_config, uri, trained.run_id, "tracking.experiment=mine").run_id)
+    assert client.get_experiment(typed.info.experiment_id).name == "mine"  # what the user typed wins
+    assert typed.data.tags[MODEL_RUN_TAG] == trained.run_id
+
+    path = trained.model.save(tmp_path / "pgsweep-model.pt")  # a file records no run: the config's experiment
+    from_file = client.get_run(_evaluate(compose_config, uri, str(path)).run_id)
+    assert client.get_experiment(from_file.info.experiment_id).name == "pgsweep"
+    assert MODEL_RUN_TAG not in from_file.data.tags
+    # every experiment pgsweep made opens in the MLflow UI's model-training view
+    for name in ("faces", "mine", "pgsweep"):
+        assert client.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == "custom_model_development", name
 
 
 def test_explicit_data_overrides_win_and_a_missing_root_names_the_override(
@@ -103,3 +128,18 @@ def test_override_keys_name_what_the_command_line_chose():
     assert chose(keys, "data.root") and not chose(keys, "data.name")
     assert chose(override_keys(["data=yale"]), "data.name")  # a group choice sets every key in it
     assert not chose(override_keys(["database=1"]), "data.root")
+
+
+def test_the_experiment_kind_is_the_one_the_installed_mlflow_ui_writes():
+    """The tag pgsweep sets is what MLflow's own experiment-kind selector writes for its
+    "Machine learning" kind, and the UI takes make ui's workflowType link (this MLflow's
+    JS bundle; a renamed tag or value in an upgrade fails here)."""
+    import mlflow
+
+    from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    code = "".join(path.read_text(errors="ignore") for path in bundle.glob("*.js"))
+    assert f'setExperimentTag({{experiment_id:t,key:"{EXPERIMENT_KIND_TAG}",value:n}})' in code
+    assert f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING_KIND}"' in code
+    assert 'MACHINE_LEARNING="machine_learning"' in code and 'e.get("workflowType")' in code

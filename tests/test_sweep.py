@@ -96,6 +96,19 @@ def test_sweep_on_ray_matches_the_per_point_loop(local_ray, trained, compose_con
         assert f"adversarial/{name}" in artifacts, name
     logged = pd.read_parquet(client.download_artifacts(result.run_id, "adversarial/results.parquet", str(tmp_path)))
     pd.testing.assert_frame_equal(logged, results)
+    # `image` is the dataset index in every table the stage logs
+    labels = dict(zip(results.image, results.label))
+    assert sorted(labels) != list(range(6))  # the test images are not the dataset's first six
+    tables = {name: pd.read_parquet(client.download_artifacts(result.run_id, f"adversarial/{name}.parquet",
+                                                              str(tmp_path)))
+              for name in ("gradient_norms", "images", "examples")}
+    for name, table in tables.items():
+        assert set(table.image) <= set(labels), name
+        if "label" in table:
+            assert all(labels[i] == c for i, c in zip(table.image, table.label)), name
+    names = tables["images"]
+    assert set(names.image) == set(labels) and all(images.sources[i] == s for i, s in zip(names.image, names.source))
+    assert set(tables["gradient_norms"].image) == set(labels)
     history = client.get_metric_history(result.run_id, "adversarial/success")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     off = results[results.target != results.label]
@@ -163,6 +176,118 @@ def test_interrupted_sweep_resumes_without_recomputing(local_ray, trained, compo
                                         *overrides[4:])).reports["adversarial"]
     assert clean.stats.resumed == 0 and clean.folder.name == resumed.folder.name
     pd.testing.assert_frame_equal(resumed.results, clean.results, check_exact=True)
+
+
+# ---------------------------------------------------------------- a user's pgsweep on its own local Ray
+
+def _user_pgsweep(cwd: Path, *overrides: str) -> subprocess.Popen:
+    """`pgsweep` as a user starts it: none of the test suite's Ray settings, its own Ctrl-C."""
+    script = Path(sys.executable).with_name("pgsweep")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pgsweep"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    return subprocess.Popen([*command, *overrides], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**env, "PYTHONWARNINGS": "ignore"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+class _RayProcesses:
+    """Every process a driver started (Ray's GCS, raylet, agents, workers), seen while it runs."""
+
+    def __init__(self, driver: subprocess.Popen) -> None:
+        import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
+        import psutil
+
+        self.psutil = psutil
+        self.driver = psutil.Process(driver.pid)
+        self.seen: dict[tuple[int, float], str] = {}
+
+    def look(self) -> None:
+        for process in self.driver.children(recursive=True):
+            try:
+                self.seen[(process.pid, process.create_time())] = process.name()
+            except self.psutil.Error:
+                pass
+
+    def listening(self) -> list[tuple[str, str]]:
+        """(process name, address) of every listening TCP and bound UDP socket of the driver and its Ray."""
+        found = []
+        for process in [self.driver, *self.driver.children(recursive=True)]:
+            try:
+                sockets = process.net_connections(kind="inet")
+                name = process.name()
+            except self.psutil.Error:
+                continue
+            for s in sockets:
+                if s.laddr and (s.status == self.psutil.CONN_LISTEN or s.type == socket.SOCK_DGRAM):
+                    found.append((name, s.laddr.ip))
+        return found
+
+    def survivors(self) -> list[str]:
+        alive = []
+        for (pid, created), name in self.seen.items():
+            try:
+                process = self.psutil.Process(pid)
+                if process.create_time() == created and process.status() != self.psutil.STATUS_ZOMBIE:
+                    alive.append(f"{name} (pid {pid}, parent {process.ppid()})")
+            except self.psutil.Error:
+                pass
+        return alive
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_mid_sweep_on_a_local_ray(trained, compose_config, tmp_path, signum):
+    """A user's pgsweep starts its own local Ray: every socket it opens is on loopback; Ctrl-C
+    or SIGTERM mid-sweep is one line, exit 130 / 143, the run KILLED, the finished shards
+    kept for a resume, and no Ray process left behind."""
+    _, path, _ = trained
+    uri, out = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shards"
+    # the progress bar is left at its default, auto: stderr is a pipe here, so no bar
+    overrides = ("stages=[adversarial]", f"model_ref={path}", f"tracking.uri={uri}", f"adversarial.output_dir={out}",
+                 "ray.num_cpus=2", *RESUME_GRID)
+    driver = _user_pgsweep(tmp_path, *overrides)
+    processes = _RayProcesses(driver)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_manifest(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            processes.look()
+            time.sleep(0.05)
+        assert driver.poll() is None, driver.communicate()
+        processes.look()
+        sockets = processes.listening()
+        driver.send_signal(signum)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+    names = set(processes.seen.values())
+    assert {"gcs_server", "raylet"} <= names, names  # the driver started a Ray of its own
+    assert len(sockets) >= 4, sockets
+    assert [s for s in sockets if not _is_loopback(s[1])] == [], sockets
+
+    assert driver.returncode == 128 + signum, stderr
+    name = signal.Signals(signum).name
+    assert stderr.splitlines() == [f"pgsweep: interrupted by {name}; stopped (an MLflow run in progress is marked KILLED)"]
+    assert processes.survivors() == []  # none outlived the command, and none was left to parent 1
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pgsweep").experiment_id])
+    assert run.info.status == "KILLED"
+    before = _manifest(out)
+    assert 2 <= len(before) < 16, stdout
+    resumed = run_pipeline(compose_config(*overrides, "ray.enabled=false")).reports["adversarial"]
+    assert resumed.stats.resumed == len(before) and resumed.stats.computed == 16 - len(before)
+    assert len(resumed.results) == 64 * 10 * 30
 
 
 def _free_port() -> int:

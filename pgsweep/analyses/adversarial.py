@@ -56,11 +56,16 @@ def input_gradients(network: nn.Module, images: torch.Tensor, targets: Sequence[
 
 
 def gradient_norms(network: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   targets: Sequence[int], output: str) -> pd.DataFrame:
-    """L2 norm of d y_t / d x per (image, target): what a raw step of size s moves x by, over s."""
+                   targets: Sequence[int], output: str, image_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """L2 norm of d y_t / d x per (image, target): what a raw step of size s moves x by, over s.
+
+    image_ids: what the `image` column holds for each image (the sweep: dataset indices,
+    as in its other tables); default 0..B-1.
+    """
+    ids = list(range(images.shape[0])) if image_ids is None else [int(i) for i in image_ids]
     grads = input_gradients(network, images, targets, output)
     norms = grads.flatten(2).norm(dim=2)  # (T, B)
-    rows = [(b, int(labels[b]), int(t), float(norms[i, b]))
+    rows = [(ids[b], int(labels[b]), int(t), float(norms[i, b]))
             for i, t in enumerate(targets) for b in range(images.shape[0])]
     return pd.DataFrame(rows, columns=["image", "label", "target", "gradient_norm"])
 

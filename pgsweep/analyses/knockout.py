@@ -276,7 +276,10 @@ def curve_table(
 
 
 def area(values: np.ndarray) -> float:
-    """Area under an error curve over steps 0..S, divided by S: the mean error, in [0, 1]."""
+    """The knockout summaries' `auc_*`: the area under an error curve over 0..S knockouts by the
+    trapezoid rule, divided by S, so in [0, 1]. It is the average height of the piecewise-linear
+    curve, in which the first and last points (no knockout, all S) weigh half as much as the
+    others; not the plain mean of the S + 1 errors."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return float(values[0]) if len(values) else float("nan")

@@ -81,7 +81,7 @@ def run(ctx) -> None:
     targets = settings.targets or tuple(range(len(model.class_names)))
     perturbation = settings.perturbation()
 
-    norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output)
+    norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output, indices[:64])
     tracker.log_table(norms, "adversarial/gradient_norms.parquet")
     steps = settings.fixed_steps() or math_.steps_from_norms(
         norms, settings.step_kind, int(np.prod(images.shape[1:])),
@@ -108,7 +108,7 @@ def run(ctx) -> None:
                         "adversarial.shard_folder": str(folder.resolve()),
                         "adversarial.shards": len(shards)})
 
-    stats = run_sweep(job, shards, store, ray, key, progress=settings.progress_bar)
+    stats = run_sweep(job, shards, store, ray, key, progress=settings.show_progress_bar())
     results = store.table(shards)
     per_step, per_target = math_.summaries(results)
     easiest = math_.easiest_targets(per_target)

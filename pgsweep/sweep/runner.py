@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -77,32 +79,175 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at ray.address={address}: {error}") from None
 
 
-@contextmanager
-def ray_session(settings: RaySettings) -> Iterator[None]:
-    """Join the configured cluster (or start a local Ray) unless this process already did."""
-    if not settings.address:
-        # A Ray of our own on this machine listens on 127.0.0.1 only, like the MLflow UI:
-        # by default Ray would advertise the machine's network address to anyone.
-        os.environ.setdefault(LOOPBACK_ONLY, "0")
-    import ray
+class HeldSignals:
+    """SIGINT and SIGTERM recorded while Ray runs, and handed on at a point where stopping is clean.
 
-    if ray.is_initialized():  # a caller (a notebook, a test) owns the connection
+    Two things go wrong when a signal's handler runs inside Ray:
+    - a Python handler that raises while Ray's C++ code waits (ray.wait, ray.get) comes
+      out as `SystemError: <cyfunction CoreWorker.wait ...> returned a result with an
+      exception set`, not as the handler's exception;
+    - ray.init replaces the SIGTERM handler twice over: in Python with `sys.exit(15)`,
+      and in C++ (its core worker's failure handler) with a stack dump and an abort (134).
+    So while Ray is in use a signal is only recorded; `hold()` takes both signals back
+    after ray.init, and `deliver()` passes a recorded one to the handler that was there
+    before (pgsweep's: Interrupted; a notebook's: KeyboardInterrupt), between shards.
+    Outside the main thread, where handlers cannot be set, it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, object] = {}
+        self.received: int | None = None
+        self.delivered = False
+
+    def __enter__(self) -> "HeldSignals":
+        if self.active:
+            self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+            self.hold()
+        return self
+
+    def hold(self) -> None:
+        if self.active and not self.delivered:
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def deliver(self) -> None:
+        """Hand a recorded signal to the previous handler now (it usually raises)."""
+        if self.received is None:
+            return
+        signum, self.received = self.received, None
+        self._restore()
+        self.delivered = True
+        signal.raise_signal(signum)  # the previous handler runs before this returns
+        self.delivered = False  # it returned (SIG_IGN, a handler that only logs): keep holding
+        self.hold()
+
+    def _restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def __exit__(self, *exc) -> None:
+        # after a delivery the previous handler has set what it wants (pgsweep: ignore repeats)
+        if self.active and not self.delivered:
+            self._restore()
+
+
+@contextmanager
+def _loopback_only(local: bool) -> Iterator[None]:
+    """A Ray started here binds and advertises 127.0.0.1 only (its processes inherit this).
+
+    Ray reads LOOPBACK_ONLY once, when it is imported, into ray_constants; when Ray was
+    imported earlier (a notebook), the constant is set too, since Ray's services read it
+    at each call. Both are put back afterwards, so a later join of a remote cluster from
+    the same process advertises a reachable address.
+    """
+    if not local:
         yield
         return
-    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if settings.address:
-        kwargs["address"] = settings.address
-    elif settings.num_cpus:
-        kwargs["num_cpus"] = settings.num_cpus
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
-                          f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    before = os.environ.get(LOOPBACK_ONLY)
+    os.environ.setdefault(LOOPBACK_ONLY, "0")
+    from ray._private import ray_constants
+
+    constant = ray_constants.ENABLE_RAY_CLUSTER
+    if os.environ[LOOPBACK_ONLY] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
-        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if before is None:
+            os.environ.pop(LOOPBACK_ONLY, None)
+
+
+class _QuietTokenNotice(logging.Filter):
+    """Ray's notice that a new local cluster uses token authentication, printed at every
+    start; pgsweep's local Ray is its own, on loopback. Ray's warning that authentication
+    is *off* still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _started_since(start: float) -> list:
+    """This process's descendants created since `start` (Ray's GCS, raylet, agents, workers)."""
+    import psutil  # Ray ships it (ray/thirdparty_files), and puts it on the path when imported
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.create_time() >= start - 1:
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _reap(processes: list, timeout: float = 10.0) -> None:
+    """Wait for Ray's processes to exit after ray.shutdown; kill any still there, so no
+    worker outlives the command as an orphan."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        try:
+            log.debug("Ray process %d (%s) still running after shutdown: killed", process.pid, process.name())
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+@contextmanager
+def ray_session(settings: RaySettings, held: HeldSignals | None = None) -> Iterator[None]:
+    """Join the configured cluster (or start a local Ray) unless this process already did.
+
+    A local Ray of our own listens on 127.0.0.1 only, like the MLflow UI (by default Ray
+    would advertise the machine's network address to anyone), and is shut down with every
+    process it started. `held`: the signals to take back from ray.init's handlers.
+    """
+    held = held or HeldSignals()
+    with _loopback_only(not settings.address):
+        import ray
+
+        if ray.is_initialized():  # a caller (a notebook, a test) owns the connection
+            yield
+            return
+        kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
+        if settings.address:
+            kwargs["address"] = settings.address
+        elif settings.num_cpus:
+            kwargs["num_cpus"] = settings.num_cpus
+        notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        quiet = _QuietTokenNotice()
+        notices.addFilter(quiet)
+        started = time.time()
+        try:
+            ray.init(**kwargs)
+        except SystemExit as stop:
+            if stop.code != signal.SIGTERM:
+                raise
+            held.received = held.received or signal.SIGTERM  # ray.init's own handler: sys.exit(15)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            if not settings.address:
+                _reap(_started_since(started), timeout=5)
+            raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
+                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        finally:
+            notices.removeFilter(quiet)
+            held.hold()
+        try:
+            held.deliver()  # a signal that came while Ray started
+            yield
+        finally:
+            processes = [] if settings.address else _started_since(started)  # joined: none are ours
+            ray.shutdown()
+            _reap(processes)
 
 
 # ---------------------------------------------------------------- the work on a worker
@@ -161,7 +306,12 @@ def run_sweep(
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
 ) -> SweepStats:
-    """Compute every shard not yet in `store` (on Ray, or in-process), saving each as it arrives."""
+    """Compute every shard not yet in `store` (on Ray, or in-process), saving each as it arrives.
+
+    Ctrl-C or SIGTERM stops it between shards: every shard already saved stays saved (the
+    same command resumes from them), the rest are cancelled, and a local Ray is shut down
+    with all its processes before the interrupt goes on (pgsweep: exit 130 or 143).
+    """
     finished = store.finished()
     todo = [s for s in shards if s.index not in finished]
     stats = SweepStats(shards=len(shards), resumed=len(shards) - len(todo))
@@ -169,8 +319,8 @@ def run_sweep(
         stats.nodes[record.get("node", "?")] = stats.nodes.get(record.get("node", "?"), 0) + 1
     if stats.resumed:
         log.info("resuming from %s: %d of %d shards already finished", store.folder, stats.resumed, len(shards))
-    bar = _Progress(len(shards), stats.resumed, progress)
     started = time.perf_counter()
+    bar: _Progress | None = None
 
     def finish(shard: Shard, table, meta: dict) -> None:
         store.save(shard, table, **meta)
@@ -183,48 +333,56 @@ def run_sweep(
             on_shard(shard.index)
 
     try:
-        if not settings.enabled:
-            network = job.network()
+        if not settings.enabled or not todo:
+            bar = _Progress(len(shards), stats.resumed, progress)
+            network = job.network() if todo else None
             for shard in todo:
                 t0 = time.perf_counter()
                 table = job.run(shard, network)
                 finish(shard, table, {"node": "local", "pid": os.getpid(),
                                       "seconds": round(time.perf_counter() - t0, 4)})
-        elif todo:
-            _run_on_ray(job, todo, settings, key, finish)
+        else:
+            with HeldSignals() as held, ray_session(settings, held):
+                # the bar starts after Ray's start-up, so nothing Ray prints lands inside it
+                bar = _Progress(len(shards), stats.resumed, progress)
+                _run_on_ray(job, todo, settings, key, finish, held)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _run_on_ray(job: SweepJob, todo: Sequence[Shard], settings: RaySettings, key: str, finish) -> None:
+def _run_on_ray(job: SweepJob, todo: Sequence[Shard], settings: RaySettings, key: str, finish,
+                held: HeldSignals) -> None:
     import ray
 
     by_index = {s.index: s for s in todo}
-    with ray_session(settings):
-        job_ref = ray.put(job)  # once: every task reads the same copy
-        task = ray.remote(_run_shard).options(
-            name="pgsweep_shard",
-            num_cpus=settings.task_cpus,
-            num_gpus=settings.task_gpus,
-            max_retries=settings.max_retries,
-            retry_exceptions=False,  # a bug in the math fails fast; a dead worker is retried
-            scheduling_strategy=settings.scheduling,
-        )
-        threads = max(1, int(settings.task_cpus))
-        queue = list(todo)
-        limit = settings.max_in_flight or len(queue)
-        pending: list = []
-        try:
-            while queue or pending:
-                while queue and len(pending) < limit:
-                    pending.append(task.remote([job_ref], key, queue.pop(0), threads, settings.task_gpus > 0))
-                ready, pending = ray.wait(pending, num_returns=1)
+    job_ref = ray.put(job)  # once: every task reads the same copy
+    task = ray.remote(_run_shard).options(
+        name="pgsweep_shard",
+        num_cpus=settings.task_cpus,
+        num_gpus=settings.task_gpus,
+        max_retries=settings.max_retries,
+        retry_exceptions=False,  # a bug in the math fails fast; a dead worker is retried
+        scheduling_strategy=settings.scheduling,
+    )
+    threads = max(1, int(settings.task_cpus))
+    queue = list(todo)
+    limit = settings.max_in_flight or len(queue)
+    pending: list = []
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                pending.append(task.remote([job_ref], key, queue.pop(0), threads, settings.task_gpus > 0))
+            # short waits, so that a signal recorded meanwhile is acted on within a second
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            if ready:
                 more, pending = ray.wait(pending, num_returns=len(pending), timeout=0) if pending else ([], [])
                 for ref in ready + more:
                     index, table, meta = ray.get(ref)
                     finish(by_index[index], table, meta)
-        finally:
-            for ref in pending:  # interrupted: stop the rest; finished shards are on disk
-                ray.cancel(ref, force=True)
+            held.deliver()
+    finally:
+        for ref in pending:  # interrupted or failed: stop the rest; finished shards are on disk
+            ray.cancel(ref, force=True)

@@ -118,7 +118,8 @@ def _markdown(summary: pd.DataFrame, after: int, output: str) -> str:
                      f"{d[f'class_error_after_{after}_weakest']:.3f} | {d[f'overall_error_after_{after}_strongest']:.3f} | "
                      f"{d[f'overall_error_after_{after}_weakest']:.3f} |")
     means = summary[summary["class"] == -1].set_index("score")
-    lines += ["", "Mean over classes, per score (area = mean error over all steps; between = strongest - weakest; "
+    lines += ["", "Mean over classes, per score (area = the area under the error curve over 0..N knockouts, "
+              "trapezoid rule, divided by N; between = strongest - weakest; "
               "Spearman with the oracle's single-knockout loss increase):", "",
               "| score | area strongest | area weakest | area between | area between (overall) | Spearman with oracle |",
               "| --- | --- | --- | --- | --- | --- |"]
