@@ -77,6 +77,26 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at ray.address={address}: {error}") from None
 
 
+_KEEP_ALIVE = {"between_jobs": False}
+
+
+def keep_ray_between_jobs() -> None:
+    """Leave a Ray this process starts running until the process exits, for the next job.
+
+    A multirun's jobs run one after another in one process (Hydra's basic launcher); a
+    local Ray takes seconds to start, more than a thesis-sized sweep takes, so the jobs
+    share the first one's (pgsweep.multirun calls this).
+    """
+    _KEEP_ALIVE["between_jobs"] = True
+
+
+def _shutdown_at_exit() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 @contextmanager
 def ray_session(settings: RaySettings) -> Iterator[None]:
     """Join the configured cluster (or start a local Ray) unless this process already did."""
@@ -99,6 +119,12 @@ def ray_session(settings: RaySettings) -> Iterator[None]:
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    if _KEEP_ALIVE["between_jobs"]:
+        import atexit
+
+        atexit.register(_shutdown_at_exit)
+        yield
+        return
     try:
         yield
     finally:
