@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from pgsweep.plots.common import legend_below, new_figure, show_image
 
@@ -13,6 +14,7 @@ def _step_axis(ax, steps, label: str = "step size s (x' = x + s g)") -> None:
     positive = [s for s in steps if s > 0]
     if len(positive) == len(steps) and positive and max(positive) / min(positive) > 10:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
     ax.set_xlabel(label)
 
 
@@ -24,6 +26,7 @@ def _rms_axis(ax, per_step) -> None:
     if not ratio > 0:
         return
     top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda r: r / ratio))
+    top.xaxis.set_minor_formatter(NullFormatter())
     top.set_xlabel("RMS pixel change (pixels in [0, 1]; median over images and targets)", fontsize=8)
 
 
@@ -111,6 +114,7 @@ def step_kinds(per_step_by_kind) -> Figure:
             ax.fill_between(x, by_step.value.min().to_numpy(), by_step.value.max().to_numpy(),
                             color=styles.get(kind, "black"), alpha=0.12, lw=0)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("RMS pixel change (pixels in [0, 1])")
     ax.set_ylabel("share of (image, target) points")
     ax.set_ylim(-0.02, 1.02)

@@ -42,14 +42,16 @@ def network_diagrams(images: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     """
     classes = list(dict.fromkeys(np.asarray(labels).tolist()))
     rows = max(int((np.asarray(labels) == c).sum()) for c in classes)
-    figure = new_figure(2.6 * len(classes) + 0.8, 1.7 * rows + 0.4)
-    axes = figure.subplots(rows, 2 * len(classes), squeeze=False)
+    figure = new_figure(2.9 * len(classes) + 0.8, 1.7 * rows + 0.4)
+    # each image with its diagram right beside it, and a gap before the next class
+    ratios = [w for _ in classes for w in (1.0, 0.45, 0.3)][:-1]
+    axes = figure.subplots(rows, len(ratios), squeeze=False, gridspec_kw={"width_ratios": ratios})
     for ax in axes.ravel():
         ax.axis("off")
     for col, c in enumerate(classes):
         members = np.flatnonzero(np.asarray(labels) == c)
         for row, n in enumerate(members):
-            image_ax, net_ax = axes[row, 2 * col], axes[row, 2 * col + 1]
+            image_ax, net_ax = axes[row, 3 * col], axes[row, 3 * col + 1]
             image_ax.axis("on")
             show_image(image_ax, images[n])
             net_ax.axis("on")

@@ -50,36 +50,39 @@ def knockout_curves(curves, pg_score: str = "pg_softmax") -> Figure:
     """One class: error after each knockout step, ordered by every score; class error and overall error.
 
     Strongest-first for every score, weakest-first too for the PG score, random orders as
-    mean and min-max band. A curve identical to one drawn before it (the loss gradient
-    often orders filters exactly as PG does) is drawn dotted with markers, slightly
-    raised, and its legend entry says "= " the curve it repeats.
+    mean and min-max band. The PG curves are drawn last and thickest, so no baseline hides
+    them. A baseline whose ordering is the same as a curve drawn before it (the loss
+    gradient often orders filters exactly as PG does) is drawn dotted with markers,
+    slightly raised, and its legend entry says "= " the curve it repeats.
     """
     name = curves["class_name"].iloc[0]
     figure = new_figure(11, 5.0)
     axes = figure.subplots(1, 2, sharey=True)
-    lines = [(score, "strongest") for score in curves["score"].unique() if score != "random"]
-    lines.insert(1 if lines and lines[0][0] == pg_score else 0, (pg_score, "weakest"))
+    # PG first in the identity check (so a baseline is "= PG"), last on the canvas (so it stays visible)
+    lines = [(pg_score, "strongest"), (pg_score, "weakest")]
+    lines += [(score, "strongest") for score in curves["score"].unique() if score not in ("random", pg_score)]
     images = int(curves["class_images"].iloc[0]) if "class_images" in curves else None
     for ax, column, title in ((axes[0], "class_error", f"error on {name}" + (f" ({images} test images)" if images else "")),
                               (axes[1], "overall_error", "overall test error" + (
                                   f" ({int(curves['images'].iloc[0])} images)" if "images" in curves else ""))):
         _random_band(ax, curves, column, SCORE_STYLE["random"][0])
         drawn: dict[tuple, str] = {}
-        for score, direction in lines:
+        for order, (score, direction) in enumerate(lines):
             line = curves[(curves["score"] == score) & (curves["direction"] == direction)].sort_values("step")
             if not len(line):
                 continue
             label, colour = SCORE_STYLE.get(score, (score, None))
             label = f"{label}, {direction} first"
-            key = tuple(np.round(line[column].to_numpy(), 9))
-            if key in drawn:  # the same curve: show it anyway, and say so
-                repeats = sum(1 for k in drawn if k == key)
+            key = tuple(line["knocked"]) if "knocked" in line else tuple(np.round(line[column].to_numpy(), 9))
+            is_pg = score == pg_score
+            if key in drawn:  # the same ordering, so the same curve: show it anyway, and say so
+                repeats = list(drawn).index(key) + 1
                 ax.plot(line["step"], line[column] + 0.012 * repeats, ":", color=colour, lw=1.6, marker="o",
-                        ms=3, label=f"{label} (= {drawn[key]})")
+                        ms=3, label=f"{label} (= {drawn[key]})", zorder=2)
             else:
                 drawn[key] = label
                 ax.plot(line["step"], line[column], "--" if direction == "weakest" else "-", color=colour,
-                        lw=1.3, label=label)
+                        lw=2.2 if is_pg else 1.2, label=label, zorder=4 if is_pg else 2 + order / 100)
         _filters_axis(ax, curves)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ERROR_LABEL[column])

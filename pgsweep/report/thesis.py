@@ -125,18 +125,19 @@ def error_rate(doc: Document, jobs: list[Job]) -> list[Claim]:
     tests = np.array([j.metrics["final_test_error"] for j in jobs])
     whole = np.array([j.metrics["final_all_error"] for j in jobs])
     limit = THESIS_TEST_ERROR + 1 / 41
-    if min(tests.mean(), whole.mean()) <= limit:
+    if tests.mean() <= limit:
         verdict = REPRODUCED
-    elif (tests <= THESIS_TEST_ERROR + 1e-9).any() or (whole <= THESIS_TEST_ERROR + 1e-9).any():
+    elif whole.mean() <= limit or (tests <= THESIS_TEST_ERROR + 1e-9).any():
         verdict = PARTLY
     else:
         verdict = NOT
     claim = Claim("1", "4.88% error (2/41 test, or 8/164 whole set)",
                   f"test error {fmt(tests.mean())}, whole set {fmt(whole.mean())} (means of {len(jobs)} models; "
                   f"best model {fmt(tests.min())})", verdict,
-                  f"reproduced when the mean test error or the mean whole-set error over the models is within one "
-                  f"test image of 4.88% (at most {fmt(limit)}); partly when at least one model reaches 4.88% or less; "
-                  f"not otherwise")
+                  f"reproduced when the mean test error over the models is within one test image of 4.88% (at "
+                  f"most {fmt(limit)}); partly when only the whole-set reading is (its training images are "
+                  f"nearly all right, so it is the easy reading), or when at least one model's test error is "
+                  f"4.88% or less; not otherwise")
     verdict_line(doc, claim)
     return [claim]
 
@@ -443,19 +444,20 @@ def knockout(doc: Document, jobs: list[Job]) -> list[Claim]:
                      fmt((s_rows["area"] - w_rows["area"]).mean()),
                      f"{fmt(s_rows['class_error_10'].mean())} / {fmt(s_rows['class_error_all_10'].mean())}",
                      fmt(w_rows["overall_error_10"].mean()), fmt(w_rows["overall_error_15"].mean()),
-                     share(w_rows["emptied_10"].str.contains("1"))])
+                     share(w_rows["emptied_10"].str.split(",").apply(lambda layers: "1" in layers))])
     doc.paragraph("Per model, means over its 15 identities:")
     doc.table(["model", "test error", "area between (class error)", "class error after 10 strongest (test / all)",
                "overall error after 10 weakest", "overall error after 15 weakest",
                "10 weakest empty layer 1"], rows)
 
     emptied = weakest["emptied_10"].str.split(",").apply(lambda layers: "1" in layers)
+    random_emptied = randoms["emptied_10"].str.split(",").apply(lambda layers: "1" in layers)
     doc.paragraph(
         "What decides the weak-side claims: whether the 10 weakest filters include every filter of layer 1 "
         f"(all 5 of them). Overall error after the 10 weakest when they do: "
         f"{spread(weakest.loc[emptied, 'overall_error_10'], 3)}; when they do not: "
         f"{spread(weakest.loc[~emptied, 'overall_error_10'], 3)}. Random orders that empty layer 1 by step 10: "
-        f"{spread(randoms.loc[randoms['emptied_10'].str.contains('1'), 'overall_error_10'], 3)}.")
+        f"{spread(randoms.loc[random_emptied, 'overall_error_10'], 3) if random_emptied.any() else 'none of them does'}.")
 
     curves = pd.concat([j.curves.assign(run=j.run_id) for j in jobs], ignore_index=True)
     names = list(dict.fromkeys(jobs[0].curves.sort_values("class")["class_name"]))
