@@ -5,10 +5,15 @@ score (PG of softmax and logit, loss gradient, activation, Taylor, and the oracl
 filter's own single-knockout loss increase), and in random orders. Error on the class's
 test images and overall test error after every step.
 
-Logs under knockout/: curves.parquet (every step of every ordering), oracle.parquet,
-summary.parquet and summary.md (areas, area between directions, errors after
-`after` knockouts, Spearman with the oracle), class_<name>.png per class,
-thesis_class_error.png and thesis_overall_error.png; metrics knockout/<score>/<summary>/<class>.
+The PG and random orderings are also replayed on every image of the data set, for the
+class error on all of a class's images (the thesis's Figure 4.1 caption).
+
+Logs under knockout/: curves.parquet (every step of every ordering, with the image counts,
+class precision, collapsed-net flag and emptied layers), oracle.parquet, zeroing.parquet
+(where a filter is zeroed: four ways, same predictions?), summary.parquet and summary.md
+(areas, area between directions, errors after `after` knockouts, Spearman with the oracle),
+class_<name>.png per class, thesis_class_error.png and thesis_overall_error.png; metrics
+knockout/<score>/<summary>/<class> and knockout/zeroing_agreement/<way>.
 """
 
 from __future__ import annotations
