@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator
 
 from pgsweep.plots.common import legend_below, new_figure, show_image
 
@@ -14,8 +14,15 @@ def _step_axis(ax, steps, label: str = "step size s (x' = x + s g)") -> None:
     positive = [s for s in steps if s > 0]
     if len(positive) == len(steps) and positive and max(positive) / min(positive) > 10:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
+        _log_labels(ax.xaxis)
     ax.set_xlabel(label)
+
+
+def _log_labels(axis) -> None:
+    """Label a log axis at 1, 2 and 5 times each power of ten (matplotlib's default labels
+    either one decade only, or every minor tick, colliding)."""
+    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    axis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(10, 10)))
 
 
 def _rms_axis(ax, per_step) -> None:
@@ -26,7 +33,7 @@ def _rms_axis(ax, per_step) -> None:
     if not ratio > 0:
         return
     top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda r: r / ratio))
-    top.xaxis.set_minor_formatter(NullFormatter())
+    _log_labels(top.xaxis)
     top.set_xlabel("RMS pixel change (pixels in [0, 1]; median over images and targets)", fontsize=8)
 
 
@@ -114,7 +121,7 @@ def step_kinds(per_step_by_kind) -> Figure:
             ax.fill_between(x, by_step.value.min().to_numpy(), by_step.value.max().to_numpy(),
                             color=styles.get(kind, "black"), alpha=0.12, lw=0)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_labels(ax.xaxis)
     ax.set_xlabel("RMS pixel change (pixels in [0, 1])")
     ax.set_ylabel("share of (image, target) points")
     ax.set_ylim(-0.02, 1.02)
