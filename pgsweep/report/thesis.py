@@ -468,8 +468,8 @@ def knockout(doc: Document, jobs: list[Job]) -> list[Claim]:
             ("class_error_all", "figure_4_1_all_images.png", "Figure 4.1 on all of the identity's images"),
             ("overall_error", "figure_4_2.png", "Figure 4.2: overall test error")):
         doc.figure(figure(name, plots.thesis_knockout(curves, pg, column, classes),
-                          f"{caption}, the thesis's five identities, mean over {len(jobs)} models (band: range); "
-                          "gray: random orders."))
+                          f"{caption}, the thesis's five identities, mean over {len(jobs)} models; gray: random "
+                          "orders (mean, and the middle half of them)."))
 
     # where a filter is zeroed does not matter for this network
     zeroing = pd.concat([j.table("knockout/zeroing.parquet").assign(run=j.run_id) for j in jobs])
