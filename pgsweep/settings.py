@@ -141,6 +141,7 @@ class KnockoutSettings:
     random_orderings: int = 10
     seed: int = 0
     after: int = 10
+    all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
 
     def validate(self) -> None:
         if not self.classes:

@@ -54,3 +54,35 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
                 "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG.",
                 ha="center", va="top", fontsize=7, wrap=True)
     return figure
+
+
+def feature_boxes(faces, rows, class_names) -> Figure:
+    """Figures 4.3 and 4.4 for several identities at once: each face (top row: its own
+    class; bottom row: the class the model ranks next) with the receptive field of the
+    highest-PG position outlined. faces: rows (image, class_name, channels, size, pixels);
+    rows: for each face's image the features table's rows of the own class and the
+    runner-up (image, own_class, target, filter_name, top, left, bottom, right)."""
+    faces = faces.reset_index(drop=True)
+    figure = new_figure(2.2 * len(faces) + 0.4, 5.0)
+    axes = figure.subplots(2, len(faces), squeeze=False)
+    for i, face in faces.iterrows():
+        pixels = np.asarray(face["pixels"], dtype=np.float32).reshape(int(face["channels"]), int(face["size"]),
+                                                                      int(face["size"]))
+        mine = rows[rows["image"] == face["image"]]
+        for r, (own, colour) in enumerate(((True, "red"), (False, "#0072B2"))):
+            ax = axes[r, i]
+            show_image(ax, pixels)
+            picked = mine[mine["own_class"]] if own else mine[~mine["own_class"] & (mine["target"] == mine["runner_up"])]
+            if not len(picked):
+                continue
+            best = picked.iloc[0]
+            ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
+                                   best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            what = face["class_name"] if own else f"like {class_names[int(best['target'])]}"
+            ax.set_title(f"{what}\nfilter {best['filter_name']}", fontsize=8, color=colour)
+        axes[0, i].set_xlabel(str(face.get("source", "")), fontsize=7)
+    axes[0, 0].set_ylabel("own class", fontsize=9)
+    axes[1, 0].set_ylabel("runner-up class", fontsize=9)
+    figure.suptitle("Where the highest PG looks: the receptive field of the peak position (thesis Figures 4.3, 4.4)",
+                    fontsize=9)
+    return figure

@@ -49,7 +49,7 @@ def spread(values, digits: int = 3) -> str:
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if not len(values):
         return "n/a"
-    return f"{values.mean():.{digits}f} (range {values.min():.{digits}f}-{values.max():.{digits}f}, n={len(values)})"
+    return f"{values.mean():.{digits}f} (range {values.min():.{digits}f} to {values.max():.{digits}f}, n={len(values)})"
 
 
 def share(flags) -> str:
@@ -389,27 +389,33 @@ def knockout(doc: Document, jobs: list[Job]) -> list[Claim]:
     for (run, c), g in randoms.groupby(["run", "class"]):
         areas = g.sort_values("seed")["area"].to_numpy()
         random_between += list(areas - np.roll(areas, 1))  # pairs of random orders, same model and class
+    at_least = lambda limit: (lambda v: v >= limit)  # noqa: E731
+    below = lambda limit: (lambda v: v < limit)  # noqa: E731
+    # key, the thesis, the test in words, the pairs' values, the random orders' values, the test, flags, needed
     tests = [
         ("4a", "strongest-first breaks the class much sooner than weakest-first",
          "mean class error over the 23 steps at least 0.10 higher strongest-first than weakest-first",
-         area_between >= 0.10, np.asarray(random_between) >= 0.10, None, 0.8),
+         area_between, pd.Series(random_between), at_least(0.10), None, 0.8),
         ("4b", "after the 10 strongest the class almost completely fails",
          "class error after 10 strongest-first knockouts at least 0.90 (test images)",
-         strongest["class_error_10"] >= 0.90, randoms["class_error_10"] >= 0.90, strongest, 0.8),
+         strongest["class_error_10"], randoms["class_error_10"], at_least(0.90), strongest, 0.8),
         ("4b'", "... measured on all of the identity's images",
          "class error on all the identity's images after 10 strongest at least 0.90",
-         strongest["class_error_all_10"] >= 0.90, randoms["class_error_all_10"] >= 0.90, strongest, 0.8),
+         strongest["class_error_all_10"], randoms["class_error_all_10"], at_least(0.90), strongest, 0.8),
         ("4c", "after the 10 weakest, overall error stays under 25%",
          "overall test error after 10 weakest-first knockouts below 0.25",
-         weakest["overall_error_10"] < 0.25, randoms["overall_error_10"] < 0.25, weakest, 0.8),
+         weakest["overall_error_10"], randoms["overall_error_10"], below(0.25), weakest, 0.8),
         ("4d", "after 15 weakest, overall error below 50% for many identities",
          "overall test error after 15 weakest-first knockouts below 0.50 (\"many\": half the pairs)",
-         weakest["overall_error_15"] < 0.50, randoms["overall_error_15"] < 0.50, weakest, 0.5),
+         weakest["overall_error_15"], randoms["overall_error_15"], below(0.50), weakest, 0.5),
     ]
+    five_classes = set(strongest.reset_index().query("class_name in @five")["class"])
+    if strongest["class_error_all_10"].isna().all():  # analysis.knockout.all_images was off
+        tests = [t for t in tests if t[0] != "4b'"]
     claims, rows = [], []
-    for key, thesis, test, met, random_met, frame, needed in tests:
-        in_five = met[met.index.get_level_values("class").isin(
-            [c for c in strongest.reset_index().query("class_name in @five")["class"].unique()])]
+    for key, thesis, test, values, random_values, passes, frame, needed in tests:
+        met = passes(values)
+        in_five = met[met.index.get_level_values("class").isin(five_classes)]
         step = "15" if key == "4d" else "10"
         if frame is not None:
             emptied = frame[f"emptied_{step}"] != ""
@@ -418,19 +424,23 @@ def knockout(doc: Document, jobs: list[Job]) -> list[Claim]:
             kept_text, collapsed_text = share(kept), f"{int((collapsed & met).sum())} of {int(met.sum())}"
         else:
             kept_text, collapsed_text = "", ""
-        by_model = met.groupby(level="run").mean()
-        any_model = bool((by_model >= needed).any())
-        verdict = _knockout_verdict(float(met.mean()), any_model, needed)
-        rows.append([key, test, share(met), share(in_five), kept_text, share(random_met), collapsed_text,
-                     f"{int((by_model >= needed).sum())} of {len(by_model)}", verdict])
+        # "on average": the model's mean over its identities passes the test
+        by_model = passes(values.groupby(level="run").mean())
+        verdict = _knockout_verdict(float(met.mean()), bool(by_model.any()), needed)
+        rows.append([key, test, share(met), share(in_five), kept_text, share(passes(random_values)), collapsed_text,
+                     f"{int(by_model.sum())} of {len(by_model)}", verdict])
         claims.append(Claim(key, thesis, f"{share(met)} of (model, identity) pairs; random orders "
-                                         f"{share(random_met)}", verdict,
+                                         f"{share(passes(random_values))}", verdict,
                             f"reproduced when at least {needed:.0%} of the (model, identity) pairs meet it ({test}); "
-                            f"partly when at least 20% do, or when one model meets it for {needed:.0%} of its "
+                            "partly when at least 20% do, or when one model meets it on average over its "
                             "identities; not otherwise"))
     doc.table(["claim", "a pair meets it when", "all pairs", "thesis's five identities",
                "pairs whose ordering empties no layer", "random orders", "collapsed nets among those meeting it",
-               f"models meeting it for their identities", "verdict"], rows)
+               "models meeting it on average over their identities", "verdict"], rows)
+    doc.paragraph("Verdict rule for each knockout claim: reproduced when at least 80% of the (model, identity) "
+                  "pairs meet it (50% for \"many\" in 4d); partly when at least 20% do, or when one model meets it "
+                  "on average over its identities; not reproduced otherwise. The random orders are the same "
+                  f"{randoms['seed'].nunique()} orders for every model and identity (`analysis.knockout.seed`).")
     doc.paragraph("*Collapsed*: the knocked-out net gives one class to at least half the test images, so a class "
                   "error near 0 (or a class's precision) means nothing there. *Empties a layer*: by that step the "
                   "ordering has knocked out every filter of a layer, which cuts the network in two whatever the "
@@ -467,6 +477,8 @@ def knockout(doc: Document, jobs: list[Job]) -> list[Claim]:
             ("class_error", "figure_4_1.png", "Figure 4.1: class error on the identity's test images"),
             ("class_error_all", "figure_4_1_all_images.png", "Figure 4.1 on all of the identity's images"),
             ("overall_error", "figure_4_2.png", "Figure 4.2: overall test error")):
+        if curves[column].isna().all():
+            continue
         doc.figure(figure(name, plots.thesis_knockout(curves, pg, column, classes),
                           f"{caption}, the thesis's five identities, mean over {len(jobs)} models; gray: random "
                           "orders (mean, and the middle half of them)."))
@@ -538,6 +550,9 @@ def features(doc: Document, jobs: list[Job]) -> list[Claim]:
                   "the red box in the figures is what that position sees of the face.")
     doc.table(["identity", "image", "own class: filter, position", "runner-up class", "runner-up: filter, position"],
               rows)
+    doc.figure(figure("feature_boxes.png", plots.feature_boxes(faces, table, names),
+                      f"The five identities ({first.label}): the receptive field of the highest-PG position for the "
+                      "own class (red, top) and for the runner-up class (blue, bottom)."))
     for kind, caption in (("characteristic", "Figure 4.3: the most characteristic feature"),
                           ("lookalike", "Figure 4.4: what makes the face look like its runner-up")):
         if first.has(f"features/{kind}_0.png"):

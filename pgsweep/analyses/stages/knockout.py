@@ -5,8 +5,9 @@ score (PG of softmax and logit, loss gradient, activation, Taylor, and the oracl
 filter's own single-knockout loss increase), and in random orders. Error on the class's
 test images and overall test error after every step.
 
-The PG and random orderings are also replayed on every image of the data set, for the
-class error on all of a class's images (the thesis's Figure 4.1 caption).
+With analysis.knockout.all_images, the PG and random orderings are also replayed on every
+image of the data set, for the class error on all of a class's images (the thesis's
+Figure 4.1 caption).
 
 Logs under knockout/: curves.parquet (every step of every ordering, with the image counts,
 class precision, collapsed-net flag and emptied layers), oracle.parquet, zeroing.parquet
@@ -140,7 +141,8 @@ def _markdown(summary: pd.DataFrame, after: int, output: str, images: int, all_i
         f"Error after knocking out the {after} strongest / {after} weakest filters, ordered by the "
         f"class-averaged PG of the {output} ({pg}); the thesis reports near-complete failure for the "
         "strongest and under 25% overall error for the weakest. Class error on the class's test "
-        f"images (n = how many) and on all of its images ({all_images} in the data set); overall error "
+        f"images (n = how many)" + (f" and on all of its images ({all_images} in the data set)" if all_images else
+                                      " (analysis.knockout.all_images: also on all of them)") + "; overall error "
         f"on the {images} test images. `collapsed`: the knocked-out net gives one class to at least "
         f"{COLLAPSE_SHARE:.0%} of the test images, so a class error near 0 means nothing; `layer emptied`: "
         "the ordering has knocked out every filter of a layer by then.\n",
@@ -193,8 +195,8 @@ def run(ctx) -> None:
     scores = scores_for(ctx, settings)
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
-    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings,
-                                                ctx.images.images, ctx.images.labels)
+    everything = (ctx.images.images, ctx.images.labels) if settings.knockout.all_images else (None, None)
+    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings, *everything)
     counts = curves.groupby("class")[["class_images", "class_images_all"]].first()
     summary = summary.join(counts, on="class")
     summary = pd.concat([summary, _mean_rows(summary)], ignore_index=True)
@@ -212,11 +214,13 @@ def run(ctx) -> None:
     tracker.log_table(oracle, "knockout/oracle.parquet")
     tracker.log_table(zeroing, "knockout/zeroing.parquet")
     after = settings.knockout.after
-    tracker.log_text(_markdown(summary, after, settings.query.output, len(labels), len(ctx.images), zeroing),
+    tracker.log_text(_markdown(summary, after, settings.query.output, len(labels),
+                               len(ctx.images) if settings.knockout.all_images else 0, zeroing),
                      "knockout/summary.md")
 
-    metrics = {"knockout/intact_test_error": intact, "knockout/test_images": float(len(labels)),
-               "knockout/all_images": float(len(ctx.images))}
+    metrics = {"knockout/intact_test_error": intact, "knockout/test_images": float(len(labels))}
+    if settings.knockout.all_images:
+        metrics["knockout/all_images"] = float(len(ctx.images))
     for row in zeroing.itertuples():
         if not pd.isna(row.agreement):
             metrics[f"knockout/zeroing_agreement/{row.zeroing}"] = row.agreement
