@@ -3,6 +3,7 @@ sections and verdicts, its numbers against the logged metrics, and regeneration 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from test_pipeline import _pgsweep, _runs
+from test_pipeline import _runs
 
 QUICK = ["seed=0,1", "trainer.max_epochs=30", "adversarial.progress_bar=false", "trainer.progress_bar=false"]
 SECTIONS = ("1. Error rate", "2. Strongest and weakest filters (Table 4.2)",
@@ -27,7 +28,10 @@ VERDICTS = ("reproduced", "partly", "not reproduced")
 def thesis(tmp_path_factory, yale_root):
     """What CI runs: `pgsweep -m +sweep=thesis data.root=... seed=0,1 trainer.max_epochs=30` (4 jobs)."""
     folder = tmp_path_factory.mktemp("thesis")
-    done = _pgsweep(folder, "-m", "+sweep=thesis", f"data.root={yale_root}", *QUICK)
+    script = Path(sys.executable).with_name("pgsweep")
+    # 4 full pipelines: a few minutes on an idle 2-core machine, more on a shared one
+    done = subprocess.run([str(script), "-m", "+sweep=thesis", f"data.root={yale_root}", *QUICK], cwd=folder,
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{folder}/mlflow.db"
     runs = _runs(uri)
