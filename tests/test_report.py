@@ -15,6 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from test_pipeline import _runs
 
+# one worker runs every test here, so the multirun behind them runs once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("thesis_report")
+
 QUICK = ["seed=0,1", "trainer.max_epochs=30", "adversarial.progress_bar=false", "trainer.progress_bar=false"]
 SECTIONS = ("1. Error rate", "2. Strongest and weakest filters (Table 4.2)",
             "3. PG patterns are consistent within a class (Table 4.1)", "4. Knockout (Figures 4.1, 4.2",
@@ -128,7 +131,7 @@ def test_a_regenerated_report_is_the_same_text(thesis, tmp_path):
     assert (tmp_path / "again" / "report.md").read_text() == report
     (copy,) = (folder / "multirun").rglob("report/report.html")
     assert (tmp_path / "again" / "report.html").read_text() == copy.read_text()
-    summary = subprocess.run([*command[:5], "--summary"], cwd=folder, capture_output=True, text=True, timeout=600)
+    summary = subprocess.run([*command[:6], "--summary"], cwd=folder, capture_output=True, text=True, timeout=600)
     assert summary.returncode == 0 and summary.stdout.startswith("| claim | the thesis | pgsweep | verdict |")
     assert summary.stdout in report
     bad = subprocess.run([*command[:3], "f" * 32, "--tracking-uri", uri], cwd=folder, capture_output=True, text=True)
