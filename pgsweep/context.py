@@ -63,6 +63,7 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
         "test_fraction": data.test_fraction,
         "val_fraction": data.val_fraction,
         "group_duplicates": data.group_duplicates,
+        "equalize": data.equalize,
         "test_sources": [images.sources[i] for i in split.test],
         "val_sources": [images.sources[i] for i in split.val],
     }
@@ -72,6 +73,7 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
 _RECORDED_DATA = {
     "name": "dataset", "root": "root", "image_size": "image_size", "test_fraction": "test_fraction",
     "val_fraction": "val_fraction", "group_duplicates": "group_duplicates", "split_seed": "split_seed",
+    "equalize": "equalize",
 }
 
 

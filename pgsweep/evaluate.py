@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ErrorReport:
-    """Error and loss on one split; `wrong` names the misclassified images."""
+    """Error and loss on one split; `wrong` names the misclassified images.
+
+    median_true_probability: the median softmax probability of each image's own class; near
+    1 on the training images, the softmax is saturated and softmax PGs are tiny.
+    """
 
     split: str
     images: int
@@ -23,6 +27,7 @@ class ErrorReport:
     error: float
     loss: float
     wrong: tuple[str, ...]
+    median_true_probability: float = float("nan")
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{self.split}"
@@ -30,6 +35,8 @@ class ErrorReport:
             f"{name}_error": self.error,
             f"{name}_loss": self.loss,
             f"{name}_misclassified": float(self.misclassified),
+            f"{name}_images": float(self.images),
+            f"{name}_median_true_probability": self.median_true_probability,
         }
 
 
@@ -64,14 +71,16 @@ def error_report(
         error=float(wrong.mean()),
         loss=float(F.cross_entropy(logits.float(), labels)),
         wrong=tuple(np.asarray(sources, dtype=object)[wrong].tolist()),
+        median_true_probability=float(torch.softmax(logits.float(), 1).gather(1, labels[:, None]).median()),
     )
 
 
 def split_reports(network: nn.Module, images, split) -> dict[str, ErrorReport]:
-    """An ErrorReport for each non-empty side of a Split of an ImageSet: train, val, test."""
+    """An ErrorReport for each non-empty side of a Split of an ImageSet: train, val, test, and
+    `all` the images (the thesis's "error rate ... on the data set" may mean either)."""
     reports = {}
-    for name in ("train", "val", "test"):
-        indices = getattr(split, name)
+    for name in ("train", "val", "test", "all"):
+        indices = np.arange(len(images)) if name == "all" else getattr(split, name)
         if len(indices):
             sources = [images.sources[i] for i in indices]
             reports[name] = error_report(network, images.images[indices], images.labels[indices], sources, name)

@@ -146,6 +146,10 @@ class MultirunTracking(Callback):
             sys.exit(2)
         self._open = True
         atexit.register(self._finish, ended=False)
+        if config.hydra.launcher._target_ == _BASIC_LAUNCHER:  # jobs in this process share one local Ray
+            from pgsweep.sweep.runner import keep_ray_between_jobs
+
+            keep_ray_between_jobs()
         log.info("multirun of %d jobs: MLflow parent run %s", len(jobs), self.parent_run_id)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -153,6 +157,10 @@ class MultirunTracking(Callback):
             os.environ[PARENT_ENV] = self.parent_run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._open and config.get("report"):  # a failing report leaves the parent FAILED (at exit)
+            from pgsweep.report import report_multirun
+
+            report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir)
         self._finish(ended=True)
 
     def _finish(self, ended: bool) -> None:

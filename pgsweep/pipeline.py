@@ -210,7 +210,7 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
         settings = with_model_data(settings, model, chosen)
         settings, model_run_id = beside_model(settings, chosen)
     data = settings.data
-    images = load_dataset(data.name, data.root, data.image_size)
+    images = load_dataset(data.name, data.root, data.image_size, data.equalize)
     split = stratified_split(
         images.labels.numpy(), images.content_ids, images.class_names,
         data.test_fraction, data.val_fraction, data.split_seed, data.group_duplicates,

@@ -30,6 +30,7 @@ class DataSettings:
     val_fraction: float = 0.0
     group_duplicates: bool = True
     split_seed: int = 0
+    equalize: bool = False  # histogram-equalize every image (the thesis did not)
 
 
 _PROGRESS_BAR = {"auto": None, "true": True, "false": False}
@@ -149,6 +150,7 @@ class KnockoutSettings:
     random_orderings: int = 10
     seed: int = 0
     after: int = 10
+    all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
 
     def validate(self) -> None:
         if not self.classes:
@@ -176,10 +178,13 @@ class DiagramSettings:
 class FeatureSettings:
     layer: str = "act1"
     images: int = 3
+    classes: tuple[str, ...] = (FIRST_CLASSES,)  # the first test image of each class; first: the first `images`
 
     def validate(self) -> None:
         if self.images < 0:
             raise ConfigError(f"analysis.features.images must be >= 0, got {self.images}")
+        if not self.classes:
+            raise ConfigError("analysis.features.classes must name classes, or be [first]")
 
 
 @dataclass(frozen=True)
@@ -286,10 +291,17 @@ class AdversarialSettings:
     progress_bar: str = "auto"      # auto: only on a terminal (stderr); true; false
     examples: int = 3               # Figure 4.5: images shown ...
     example_steps: int = 4          # ... at this many of the steps
+    compare_step_kind: str = "none"  # also sweep this step kind over the same pixel changes (none: off)
 
     def validate(self) -> None:
         if self.images not in IMAGE_SETS:
             raise ConfigError(f"adversarial.images must be one of {', '.join(IMAGE_SETS)}, got '{self.images}'")
+        if self.compare_step_kind not in ("none", *STEP_KINDS) or self.compare_step_kind == self.step_kind:
+            raise ConfigError(f"adversarial.compare_step_kind must be none or a step kind other than "
+                              f"step_kind={self.step_kind} ({', '.join(STEP_KINDS)}), got '{self.compare_step_kind}'")
+        if self.compare_step_kind != "none" and self.step_range != "norms":
+            raise ConfigError("adversarial.compare_step_kind needs step_range=norms: the kinds are "
+                              "compared at the same pixel changes")
         if self.step_range not in STEP_RANGES:
             raise ConfigError(f"adversarial.step_range must be one of {', '.join(STEP_RANGES)}, "
                               f"got '{self.step_range}'")

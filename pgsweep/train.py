@@ -35,6 +35,7 @@ class TrainReport:
     train: ErrorReport
     test: ErrorReport
     val: ErrorReport | None
+    all: ErrorReport | None = None  # every image of the data set, train and test together
 
 
 class _EpochMetrics(pl.Callback):
@@ -136,6 +137,7 @@ def train_model(
         train=reports["train"],
         test=reports["test"],
         val=reports.get("val"),
+        all=reports.get("all"),
     )
     log.info(
         "trained %d epochs in %.1fs: train error %.4f, test error %.4f (%d of %d)",
@@ -168,7 +170,8 @@ def run(ctx: Context) -> None:
 
     Curves (step = epoch): train_loss/train_error (mean over the epoch's batches) and
     val_loss/val_error, or test_loss/test_error when there is no val split. After
-    training, in eval mode: final_{train,val,test}_{error,loss,misclassified}.
+    training, in eval mode: final_{train,val,test,all}_{error,loss,misclassified,images,
+    median_true_probability} (all: every image of the data set).
     """
     settings, tracker = ctx.settings, ctx.tracker
     model, report = train_model(
@@ -179,7 +182,7 @@ def run(ctx: Context) -> None:
         on_epoch_end=tracker.log_metrics,
         provenance=data_provenance(settings.data, ctx.images, ctx.split),
     )
-    for split_report in (report.train, report.val, report.test):
+    for split_report in (report.train, report.val, report.test, report.all):
         if split_report is not None:
             tracker.log_metrics(split_report.metrics("final_"), step=report.epochs)
     tracker.log_metrics({"train_seconds": report.seconds}, step=report.epochs)

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgsweep.analyses.diagrams import choose_images, consistency, image_filter_scores
+from pgsweep.analyses.diagrams import choose_images, consistency, consistency_test, image_filter_scores
 from pgsweep.analyses.features import _gradient_box, feature_maps, feature_table, receptive_field
 from pgsweep.analyses.knockout import (
-    area, class_orders, curve_table, knockout_predictions, knockout_predictions_loop, random_orders,
-    single_knockouts, summarize,
+    area, class_orders, curve_table, emptied_layers, knockout_predictions, knockout_predictions_loop,
+    random_orders, single_knockouts, summarize, zeroing_agreement,
 )
 from pgsweep.analyses.ranking import class_scores, strongest_weakest, thesis_table_markdown
 from pgsweep.analyses.units import find_units
@@ -209,7 +209,12 @@ def test_curves_and_summaries_of_the_hand_set_net(hand_set):
     assert len(curves) == len(keys) * 4 and set(curves.direction) == {"strongest", "weakest", "random"}
     logit = curves[(curves.score == "pg_logit") & (curves.direction == "strongest")]
     assert logit.class_error.tolist() == [0.0, 1.0, 1.0, 0.0]  # all gone: logits tie, argmax says class 0
-    assert logit.knocked.tolist() == ["", "act1:0", "act1:2", "act1:1"]
+    assert logit.knocked.tolist() == ["", "1-1", "1-3", "1-2"]  # the thesis's layer-unit, from 1
+    assert logit.emptied_layers.tolist() == ["", "", "", "1"]  # all of act1's 3 filters gone at the end
+    assert (logit.class_images == 3).all() and (logit.images == 6).all()
+    # all filters gone: every image gets class 0, so its class error is 0 and the net has collapsed
+    assert logit.collapsed.tolist()[-1] and logit.top_class_share.tolist()[-1] == 1.0
+    assert logit.class_precision.tolist()[-1] == 0.5
     summary = summarize(curves, class_scores_c, oracle_c, after=1).set_index("score")
     assert summary.loc["pg_logit", "class_error_after_1_strongest"] == 1.0
     assert summary.loc["pg_logit", "class_error_after_1_weakest"] == 0.0
@@ -222,7 +227,39 @@ def test_curves_and_summaries_of_the_hand_set_net(hand_set):
     assert summary.loc["pg_softmax", "auc_strongest_class_error"] == pytest.approx(np.trapezoid(curve) / 3)
 
 
+def test_zeroing_a_filter_anywhere_gives_the_same_knockout_with_tanh_and_max_pool(convnet):
+    net, images, labels, units = convnet
+    table = zeroing_agreement(net, images, labels, units, random_orders(units.total, 2, 3)).set_index("zeroing")
+    assert list(table.index) == ["post_activation", "pre_activation", "pooled", "weights"]
+    assert (table["agreement"] == 1.0).all() and (table["predictions"] == 2 * 16 * 30).all()
+    assert units.names()[:5] == ["1-1", "1-2", "1-3", "1-4", "2-1"]
+    # a network that is not a Sequential has no known place before or after a map: n/a, not a guess
+    wrapped = nn.Sequential(nn.Identity(), net)
+    nested = find_units(wrapped, ["1.act1"], images)
+    table = zeroing_agreement(wrapped, images, labels, nested, random_orders(nested.total, 1, 0)).set_index("zeroing")
+    assert table.loc["post_activation", "agreement"] == 1.0 and table.drop("post_activation")["agreement"].isna().all()
+    assert emptied_layers(np.array([4, 0, 1, 2, 3]), units) == ["", "", "", "", "", "1"]
+
+
+def test_zeroed_weights_are_restored(convnet):
+    net, images, labels, units = convnet
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    zeroing_agreement(net, images, labels, units, random_orders(units.total, 1, 0))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
 # ---------------------------------------------------------------- diagrams and features
+
+def test_the_consistency_permutation_test_separates_real_from_shuffled_classes():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 5)
+    alike = rng.normal(size=(3, 10))[labels] + 0.3 * rng.normal(size=(15, 10))
+    test = consistency_test(alike, labels, permutations=500)
+    assert test["within"] > test["between"] and test["p_value"] == pytest.approx(1 / 501)
+    assert test["within"] == pytest.approx(consistency(alike, labels, "abc").set_index("class_name").loc["all", "within"])
+    noise = consistency_test(rng.normal(size=(15, 10)), labels, permutations=500)
+    assert noise["p_value"] > 0.05 and noise["permutations"] == 500 and noise["images"] == 15
+
 
 def test_consistency_separates_classes_with_alike_patterns():
     rng = np.random.default_rng(0)

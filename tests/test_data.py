@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from pgsweep.data import load_dataset, load_digits, load_folder, load_yale, stratified_split
@@ -220,3 +221,17 @@ def test_split_needs_images_on_both_sides():
 def test_split_rejects_bad_fractions(test, val):
     with pytest.raises(DataError, match="split fractions"):
         stratified_split(np.zeros(8, dtype=int), [str(i) for i in range(8)], ["a"], test, val)
+
+
+def test_histogram_equalization_spreads_each_image_over_the_whole_range():
+    from pgsweep.data import equalize_histograms
+
+    plain = load_dataset("digits", None, 16)
+    dim = type(plain)(plain.images * 0.3 + 0.2, plain.labels, plain.class_names, plain.sources, plain.content_ids)
+    equalized = equalize_histograms(dim)
+    assert equalized.images.shape == dim.images.shape and equalized.content_ids == dim.content_ids
+    per_image = equalized.images.flatten(1)
+    spread = per_image.max(1).values - per_image.min(1).values
+    assert (spread >= 0.8).all()  # each image now spans most of [0, 1] ...
+    assert (dim.images.flatten(1).max(1).values - dim.images.flatten(1).min(1).values).max() <= 0.3 + 1e-6  # ... not 0.3
+    assert torch.equal(load_dataset("digits", None, 16, equalize=True).images, equalize_histograms(plain).images)

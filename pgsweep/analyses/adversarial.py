@@ -70,24 +70,33 @@ def gradient_norms(network: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return pd.DataFrame(rows, columns=["image", "label", "target", "gradient_norm"])
 
 
-def steps_from_norms(norms: pd.DataFrame, step_kind: str, pixels: int,
-                     rms_min: float, rms_max: float, count: int) -> tuple[float, ...]:
-    """A log range of steps that moves pixels by rms_min .. rms_max (root mean square).
-
-    A step s along direction d changes x by s * ||d||_2, i.e. s * ||d|| / sqrt(pixels)
-    per pixel (RMS). ||d|| is 1 for l2 steps and sqrt(pixels) for sign steps; for raw
-    steps it is the gradient's norm, taken as the median over the (image, target != label)
-    pairs, so the range suits this model's gradients rather than a guess.
-    """
+def direction_norm(norms: pd.DataFrame, step_kind: str, pixels: int) -> float:
+    """||d||_2 of a step direction: 1 for l2 steps, sqrt(pixels) for sign steps, and for raw
+    steps the gradient's norm, taken as the median over the (image, target != label) pairs."""
     if step_kind == "raw":
         off_target = norms[norms.target != norms.label].gradient_norm
         scale = float(np.median(off_target if len(off_target) else norms.gradient_norm))
         if not scale > 0:
             raise QueryError("every input gradient is zero: raw steps cannot move the images")
-    else:
-        scale = 1.0 if step_kind == "l2" else math.sqrt(pixels)
-    per_unit = scale / math.sqrt(pixels)  # RMS pixel change of a unit step
+        return scale
+    return 1.0 if step_kind == "l2" else math.sqrt(pixels)
+
+
+def steps_from_norms(norms: pd.DataFrame, step_kind: str, pixels: int,
+                     rms_min: float, rms_max: float, count: int) -> tuple[float, ...]:
+    """A log range of steps that moves pixels by rms_min .. rms_max (root mean square).
+
+    A step s along direction d changes x by s * ||d||_2, i.e. s * ||d|| / sqrt(pixels)
+    per pixel (RMS); ||d|| is direction_norm's, so the range suits this model's
+    gradients rather than a guess.
+    """
+    per_unit = direction_norm(norms, step_kind, pixels) / math.sqrt(pixels)  # RMS pixel change of a unit step
     return tuple(float(v) for v in np.geomspace(rms_min / per_unit, rms_max / per_unit, count))
+
+
+def pixel_rms(norms: pd.DataFrame, step_kind: str, pixels: int, steps: Sequence[float]) -> np.ndarray:
+    """The RMS pixel change of each step (raw steps: at the median gradient norm), before clipping."""
+    return np.asarray(steps, dtype=np.float64) * direction_norm(norms, step_kind, pixels) / math.sqrt(pixels)
 
 
 # ---------------------------------------------------------------- the affine prefix

@@ -57,14 +57,7 @@ def consistency(
     over every within-class pair and every between-class pair of images.
     """
     labels = np.asarray(labels)
-    vectors = np.asarray(vectors, dtype=np.float64)
-    if standardize:
-        spread = vectors.std(axis=0)
-        vectors = (vectors - vectors.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-    centered = vectors - vectors.mean(axis=1, keepdims=True)
-    lengths = np.linalg.norm(centered, axis=1, keepdims=True)
-    unit = np.divide(centered, lengths, out=np.zeros_like(centered), where=lengths > 0)
-    corr = unit @ unit.T  # (N, N)
+    corr = _correlations(vectors, standardize)
     same = labels[:, None] == labels[None, :]
     off_diagonal = ~np.eye(len(labels), dtype=bool)
     rows = []
@@ -81,6 +74,46 @@ def consistency(
                  "within": float(corr[same & off_diagonal].mean()) if (same & off_diagonal).any() else float("nan"),
                  "between": float(corr[~same].mean()) if (~same).any() else float("nan")})
     return pd.DataFrame(rows)
+
+
+def _correlations(vectors: np.ndarray, standardize: bool) -> np.ndarray:
+    """(N, N) Pearson correlations between the rows of `vectors` (N, U)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if standardize:
+        spread = vectors.std(axis=0)
+        vectors = (vectors - vectors.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    centered = vectors - vectors.mean(axis=1, keepdims=True)
+    lengths = np.linalg.norm(centered, axis=1, keepdims=True)
+    unit = np.divide(centered, lengths, out=np.zeros_like(centered), where=lengths > 0)
+    return unit @ unit.T
+
+
+def consistency_test(vectors: np.ndarray, labels: np.ndarray, permutations: int = 1000, seed: int = 0,
+                     standardize: bool = True) -> dict[str, float]:
+    """Is PG consistent within a class? A permutation test of (within - between) correlation.
+
+    The statistic is the mean correlation over same-class pairs of images minus that over
+    different-class pairs (as in `consistency`); the labels are shuffled `permutations`
+    times, and p = (1 + shuffles at least as large) / (1 + permutations), one-sided.
+    Returns within, between, difference, p_value, permutations, images.
+    """
+    labels = np.asarray(labels)
+    corr = _correlations(vectors, standardize)
+    off = ~np.eye(len(labels), dtype=bool)
+    upper = np.triu(off)  # each pair once
+
+    def statistic(lab: np.ndarray) -> tuple[float, float]:
+        same = (lab[:, None] == lab[None, :])[upper]
+        values = corr[upper]
+        return float(values[same].mean()), float(values[~same].mean())
+
+    within, between = statistic(labels)
+    rng = np.random.default_rng(seed)
+    shuffled = np.array([np.subtract(*statistic(rng.permutation(labels))) for _ in range(permutations)])
+    exceed = int((shuffled >= within - between).sum())
+    return {"within": within, "between": between, "difference": within - between,
+            "p_value": (1 + exceed) / (1 + permutations), "permutations": float(permutations),
+            "images": float(len(labels))}
 
 
 def choose_images(labels: np.ndarray, classes: Sequence[int], per_class: int) -> np.ndarray:

@@ -250,18 +250,50 @@ def class_orders(scores: dict[str, np.ndarray], random: np.ndarray) -> tuple[np.
     return np.stack(rows), keys
 
 
+# a knocked-out net that gives one class to at least this share of the test images has
+# collapsed: its error on that class is then near 0, which must not read as "fine"
+COLLAPSE_SHARE = 0.5
+
+
+def emptied_layers(order: np.ndarray, units: Units) -> list[str]:
+    """For steps 0..len(order): the layers (numbered from 1) all of whose units are knocked
+    out by then, as text ("", "1", "1,3"). Emptying a layer cuts the network in two, which
+    decides the error whatever the order of the rest."""
+    sizes = np.asarray(units.sizes)
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    out = [""]
+    for unit in order:
+        counts[units.layer_index[int(unit)]] += 1
+        out.append(",".join(str(j + 1) for j in np.flatnonzero(counts == sizes)))
+    return out
+
+
 def curve_table(
     run: KnockoutRun, keys: list[tuple[str, str, int]], orders: np.ndarray, labels: np.ndarray,
     target: int, target_name: str, units: Units,
 ) -> pd.DataFrame:
     """Long table of one class's curves: (class, score, direction, seed, step, unit knocked,
-    class_error, overall_error, class_loss)."""
+    class_error, overall_error, class_loss), and what a reader needs to trust a number:
+
+    class_images / images: how many test images the class error / overall error are over;
+    class_precision: of the test images predicted as the class, the share that are it (NaN
+    when none is); top_class_share: the largest share of test images given one class;
+    collapsed: top_class_share >= COLLAPSE_SHARE (a class error of 0 then means little);
+    emptied_layers: layers (from 1) whose every filter is knocked out by this step.
+    """
     labels = np.asarray(labels)
     members = labels == target
     wrong = run.predictions != labels  # (R, S + 1, N)
     class_error = wrong[:, :, members].mean(axis=2)
     overall_error = wrong.mean(axis=2)
     class_loss = run.losses[:, :, members].mean(axis=2)
+    predicted = run.predictions == target
+    hits = (predicted & members).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted.sum(axis=2) > 0, hits / predicted.sum(axis=2), np.nan)
+    classes = int(max(run.predictions.max(initial=0), labels.max(initial=0))) + 1
+    shares = np.stack([(run.predictions == k).mean(axis=2) for k in range(classes)])  # (K, R, S + 1)
+    top_share = shares.max(axis=0)
     names = units.names()
     frames = []
     steps = run.predictions.shape[1]
@@ -271,8 +303,123 @@ def curve_table(
             "seed": seed, "step": np.arange(steps),
             "knocked": [""] + [names[u] for u in orders[r, : steps - 1]],
             "class_error": class_error[r], "overall_error": overall_error[r], "class_loss": class_loss[r],
+            "class_images": int(members.sum()), "images": len(labels),
+            "class_precision": precision[r], "top_class_share": top_share[r],
+            "collapsed": top_share[r] >= COLLAPSE_SHARE,
+            "emptied_layers": emptied_layers(orders[r, : steps - 1], units),
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def class_errors(run: KnockoutRun, labels: np.ndarray, target: int) -> np.ndarray:
+    """(R, S + 1): the error on the images of class `target` among `labels` after each step."""
+    members = np.asarray(labels) == target
+    return (run.predictions[:, :, members] != target).mean(axis=2)
+
+
+# ---------------------------------------------------------------- ways of knocking a filter out
+
+ZEROINGS = {
+    "post_activation": "the filter's map after the activation (what pgsweep zeroes)",
+    "pre_activation": "the convolution's output channel, before the activation",
+    "pooled": "the filter's map after the pooling that follows",
+    "weights": "the filter's weights and bias",
+}
+
+
+def _neighbours(network: nn.Module, layer: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """The children right before and after `layer` in a Sequential (None where there is none)."""
+    if not isinstance(network, nn.Sequential):
+        return None, None
+    names = [name for name, _ in network.named_children()]
+    if layer not in names:
+        return None, None
+    i = names.index(layer)
+    children = list(network.children())
+    return (children[i - 1] if i else None), (children[i + 1] if i + 1 < len(children) else None)
+
+
+def zeroing_predictions(network: nn.Module, images: torch.Tensor, units: Units, orders: np.ndarray,
+                        how: str) -> np.ndarray | None:
+    """(R, S + 1, N) predictions when each knocked filter is removed in way `how` (ZEROINGS).
+
+    None when the network has no such place for every layer (not a Sequential, no
+    convolution before the map, no pooling after it).
+    """
+    orders = np.asarray(orders, dtype=np.int64)
+    places = {}
+    for layer in units.layers:
+        before, after = _neighbours(network, layer)
+        place = {"post_activation": dict(network.named_modules()).get(layer),
+                 "pre_activation": before if isinstance(before, nn.Conv2d) else None,
+                 "weights": before if isinstance(before, nn.Conv2d) else None,
+                 "pooled": after if isinstance(after, (nn.MaxPool2d, nn.AvgPool2d)) else None}[how]
+        if place is None:
+            return None
+        places[layer] = place
+    knocked: dict[str, list[int]] = {layer: [] for layer in units.layers}
+
+    def zero_output(name):
+        def hook(module, inputs, output):
+            if knocked[name]:
+                output = output.clone()
+                output[:, knocked[name]] = 0
+            return output
+        return hook
+
+    handles = []
+    if how != "weights":
+        handles = [places[layer].register_forward_hook(zero_output(layer)) for layer in units.layers]
+    saved = {layer: (places[layer].weight.detach().clone(), places[layer].bias.detach().clone()
+                     if places[layer].bias is not None else None) for layer in units.layers} if how == "weights" else {}
+    out = np.empty((len(orders), orders.shape[1] + 1, len(images)), dtype=np.int64)
+    parameter = next(network.parameters())
+    try:
+        with _eval_mode(network), torch.no_grad():
+            for r, order in enumerate(orders):
+                for layer in knocked:
+                    knocked[layer] = []
+                for step in range(orders.shape[1] + 1):
+                    if step:
+                        unit = order[step - 1]
+                        knocked[units.layers[units.layer_index[unit]]].append(int(units.channel[unit]))
+                    if how == "weights":
+                        for layer, (weight, bias) in saved.items():
+                            conv = places[layer]
+                            conv.weight.copy_(weight)
+                            conv.weight[knocked[layer]] = 0
+                            if bias is not None:
+                                conv.bias.copy_(bias)
+                                conv.bias[knocked[layer]] = 0
+                    logits = network(images.to(parameter.device, parameter.dtype))
+                    out[r, step] = logits.argmax(1).cpu().numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            for layer, (weight, bias) in saved.items():
+                places[layer].weight.copy_(weight)
+                if bias is not None:
+                    places[layer].bias.copy_(bias)
+    return out
+
+
+def zeroing_agreement(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, units: Units,
+                      orders: np.ndarray) -> pd.DataFrame:
+    """Does it matter where a filter is zeroed? For each way in ZEROINGS, the share of
+    (ordering, step, image) predictions equal to zeroing the map after the activation.
+
+    With tanh (tanh(0) = 0) and max pooling all four are the same network, so the answer
+    should be 1.0; a sigmoid (sigmoid(0) = 0.5) would make them differ. Rows (zeroing,
+    what, agreement, predictions); agreement NaN where the network has no such place.
+    """
+    reference = knockout_predictions(network, images, labels, units, orders).predictions
+    rows = []
+    for how, what in ZEROINGS.items():
+        got = zeroing_predictions(network, images, units, orders, how)
+        agreement = float((got == reference).mean()) if got is not None else float("nan")
+        rows.append({"zeroing": how, "what": what, "agreement": agreement, "predictions": int(reference.size)})
+    return pd.DataFrame(rows)
 
 
 def area(values: np.ndarray) -> float:
@@ -295,7 +442,9 @@ def summarize(curves: pd.DataFrame, scores: dict[str, np.ndarray], oracle: np.nd
     rows = []
     for score, group in curves.groupby("score", sort=False):
         row = {"class": int(group["class"].iloc[0]), "class_name": group["class_name"].iloc[0], "score": score}
-        for curve in ("class_error", "overall_error"):
+        for curve in ("class_error", "overall_error", "class_error_all"):
+            if curve not in group or group[curve].isna().all():  # the whole set: PG and random only
+                continue
             by_direction = {d: g.groupby("step")[curve].mean().to_numpy() for d, g in group.groupby("direction")}
             for direction, values in by_direction.items():
                 row[f"auc_{direction}_{curve}"] = area(values)
@@ -303,6 +452,14 @@ def summarize(curves: pd.DataFrame, scores: dict[str, np.ndarray], oracle: np.nd
             if {"strongest", "weakest"} <= set(by_direction):
                 # positive when knocking the top-scored units first hurts more, as it should
                 row[f"area_between_{curve}"] = row[f"auc_strongest_{curve}"] - row[f"auc_weakest_{curve}"]
+        for flag in ("collapsed", "emptied_layers"):
+            if flag not in group:
+                continue
+            for direction, g in group[group["direction"] != "random"].groupby("direction"):
+                at = g[g["step"] == min(after, int(g["step"].max()))][flag]
+                # 1.0: the net after `after` knockouts this way collapsed / lost a whole layer
+                row[f"{'collapsed' if flag == 'collapsed' else 'emptied'}_after_{after}_{direction}"] = \
+                    float(at.astype(bool).mean()) if flag == "collapsed" else float((at != "").mean())
         if score in scores:
             rho = spearmanr(scores[score], oracle).statistic
             row["spearman_oracle"] = float(rho) if np.isfinite(rho) else float("nan")

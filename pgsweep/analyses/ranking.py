@@ -151,7 +151,7 @@ def class_scores(
 def strongest_weakest(scores: np.ndarray, units: Units, class_names: Sequence[str], k: int) -> pd.DataFrame:
     """The k highest- and k lowest-scoring units of every class (ties: lower unit first).
 
-    scores: (K, U). Returns rows (class, class_name, kind, rank, unit, layer, channel, score),
+    scores: (K, U). Returns rows (class, class_name, kind, rank, unit, layer, channel, filter, score),
     kind "strongest" or "weakest", rank 1..k.
     """
     if not 1 <= k <= units.total:
@@ -165,7 +165,7 @@ def strongest_weakest(scores: np.ndarray, units: Units, class_names: Sequence[st
             for rank, unit in enumerate(order[:k], start=1):
                 rows.append({
                     "class": c, "class_name": name, "kind": kind, "rank": rank, "unit": int(unit),
-                    "layer": table.layer[unit], "channel": int(table.channel[unit]),
+                    "layer": table.layer[unit], "channel": int(table.channel[unit]), "filter": table["filter"][unit],
                     "score": float(scores[c, unit]),
                 })
     return pd.DataFrame(rows)

@@ -46,16 +46,27 @@ class Units:
         return np.concatenate([np.arange(size) for size in self.sizes])
 
     def table(self) -> pd.DataFrame:
-        """One row per unit: unit (global index), layer, channel."""
+        """One row per unit: unit (global index), layer, channel (from 0), filter (its label)."""
         return pd.DataFrame({
             "unit": np.arange(self.total),
             "layer": np.asarray(self.layers, dtype=object)[self.layer_index],
             "channel": self.channel,
+            "filter": self.names(),
         })
 
     def names(self) -> list[str]:
-        """`act1:0`, `act1:1`, ...: short labels for axes and columns."""
-        return [f"{self.layers[j]}:{c}" for j, c in zip(self.layer_index, self.channel)]
+        """`1-1`, `1-2`, ... `3-10`: every unit's label, the thesis's numbering (see unit_label)."""
+        return [unit_label(j, c) for j, c in zip(self.layer_index, self.channel)]
+
+
+def unit_label(layer_position: int, channel: int) -> str:
+    """The thesis's name of a filter: `layer-unit`, both counted from 1 (Table 4.2).
+
+    layer_position: the layer's place among the analysed layers, from 0 (act1 -> layer 1);
+    channel: the filter's channel in its layer, from 0. The one place filters get a name,
+    so every table and figure numbers them alike.
+    """
+    return f"{int(layer_position) + 1}-{int(channel) + 1}"
 
 
 def default_layers(network: nn.Module) -> list[str]:

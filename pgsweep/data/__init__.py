@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pgsweep.data.digits import load_digits
 from pgsweep.data.folder import load_folder
-from pgsweep.data.images import ImageSet
+from pgsweep.data.images import ImageSet, equalize_histograms
 from pgsweep.data.split import Split, stratified_split
 from pgsweep.data.yale import load_yale
 from pgsweep.errors import ConfigError
@@ -19,12 +19,15 @@ LOADERS: dict[str, Callable[..., ImageSet]] = {
 }
 
 
-def load_dataset(name: str, root: str | Path | None = None, image_size: int = 60) -> ImageSet:
-    """Load a dataset by name (`digits`, `yale`, `folder`) at image_size x image_size."""
+def load_dataset(name: str, root: str | Path | None = None, image_size: int = 60,
+                 equalize: bool = False) -> ImageSet:
+    """Load a dataset by name (`digits`, `yale`, `folder`) at image_size x image_size;
+    equalize: histogram-equalize each image (off in the thesis setup)."""
     if name not in LOADERS:
         raise ConfigError(f"unknown data.name '{name}'; choose one of {', '.join(LOADERS)}")
-    return LOADERS[name](root=root, image_size=image_size)
+    images = LOADERS[name](root=root, image_size=image_size)
+    return equalize_histograms(images) if equalize else images
 
 
-__all__ = ["ImageSet", "Split", "LOADERS", "load_dataset", "load_digits", "load_folder",
+__all__ = ["ImageSet", "Split", "LOADERS", "equalize_histograms", "load_dataset", "load_digits", "load_folder",
            "load_yale", "stratified_split"]

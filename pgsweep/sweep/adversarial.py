@@ -9,7 +9,8 @@ table, per-step and per-target summaries and Figures 4.5-4.7 to MLflow.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from pgsweep.config import build, section
 from pgsweep.errors import ConfigError, QueryError
 from pgsweep.settings import AdversarialSettings, RaySettings
 from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
-from pgsweep.sweep.runner import SweepStats, check_address, run_sweep
+from pgsweep.sweep.runner import SweepStats, check_address, ray_session, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +72,13 @@ def _image_indices(ctx, settings: AdversarialSettings) -> np.ndarray:
     return indices
 
 
-def run(ctx) -> None:
-    settings: AdversarialSettings = ctx.stage_settings["adversarial"]
-    ray = ray_settings(ctx)
-    model, tracker = ctx.model, ctx.tracker
-    network = model.network.eval()
-    indices = _image_indices(ctx, settings)
-    images, labels = ctx.images.images[indices], ctx.images.labels[indices]
-    targets = settings.targets or tuple(range(len(model.class_names)))
-    perturbation = settings.perturbation()
-
-    norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output, indices[:64])
-    tracker.log_table(norms, "adversarial/gradient_norms.parquet")
+def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels, indices, targets,
+           norms: pd.DataFrame, step_kind: str, log_params: bool):
+    """One sweep of the grid with one step kind: (job, its shards' results, stats, folder)."""
+    model, tracker, network = ctx.model, ctx.tracker, ctx.model.network
+    perturbation = replace(settings.perturbation(), step_kind=step_kind)
     steps = settings.fixed_steps() or math_.steps_from_norms(
-        norms, settings.step_kind, int(np.prod(images.shape[1:])),
-        settings.rms_min, settings.rms_max, settings.step_count)
+        norms, step_kind, int(np.prod(images.shape[1:])), settings.rms_min, settings.rms_max, settings.step_count)
     prefix = {"auto": math_.find_affine_prefix(network), "none": None}.get(settings.affine_prefix,
                                                                               settings.affine_prefix)
     job = SweepJob(
@@ -100,21 +93,58 @@ def run(ctx) -> None:
     key = job.key(settings.images_per_shard, per_shard)
     folder = Path(settings.output_dir).expanduser() / key[:16]
     store = ShardStore(folder, job.describe(settings.images_per_shard, per_shard))
-    log.info("adversarial sweep: %d images x %d targets x %d steps = %d points in %d shards -> %s",
-             len(indices), len(targets), len(steps), len(indices) * len(targets) * len(steps),
+    log.info("adversarial sweep (%s steps): %d images x %d targets x %d steps = %d points in %d shards -> %s",
+             step_kind, len(indices), len(targets), len(steps), len(indices) * len(targets) * len(steps),
              len(shards), folder)
-    tracker.log_params({"adversarial.steps_used": [round(s, 8) for s in steps],
-                        "adversarial.affine_prefix_used": job.affine_prefix,
-                        "adversarial.shard_folder": str(folder.resolve()),
-                        "adversarial.shards": len(shards)})
-
+    if log_params:
+        tracker.log_params({"adversarial.steps_used": [round(s, 8) for s in steps],
+                            "adversarial.affine_prefix_used": job.affine_prefix,
+                            "adversarial.shard_folder": str(folder.resolve()),
+                            "adversarial.shards": len(shards)})
     stats = run_sweep(job, shards, store, ray, key, progress=settings.show_progress_bar())
-    results = store.table(shards)
-    per_step, per_target = math_.summaries(results)
+    return job, store.table(shards), stats, folder
+
+
+def run(ctx) -> None:
+    settings: AdversarialSettings = ctx.stage_settings["adversarial"]
+    ray = ray_settings(ctx)
+    model, tracker = ctx.model, ctx.tracker
+    network = model.network.eval()
+    indices = _image_indices(ctx, settings)
+    images, labels = ctx.images.images[indices], ctx.images.labels[indices]
+    targets = settings.targets or tuple(range(len(model.class_names)))
+    pixels = int(np.prod(images.shape[1:]))
+
+    norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output, indices[:64])
+    tracker.log_table(norms, "adversarial/gradient_norms.parquet")
+    kinds = [settings.step_kind] + ([settings.compare_step_kind] if settings.compare_step_kind != "none" else [])
+    by_kind = []
+    # one Ray for every sweep of the stage (and, in a multirun, for every job: see keep_ray_between_jobs)
+    with ray_session(ray) if ray.enabled else nullcontext():
+        for kind in kinds:
+            job, results, stats, folder = _sweep(ctx, settings, ray, images, labels, indices, targets, norms,
+                                                 kind, log_params=kind == settings.step_kind)
+            per_step, per_target = math_.summaries(results)
+            per_step["pixel_rms"] = math_.pixel_rms(norms, kind, pixels, per_step["step"])
+            per_target["pixel_rms"] = math_.pixel_rms(norms, kind, pixels, per_target["step"])
+            if kind == settings.step_kind:
+                main = (job, results, per_step, per_target, stats, folder)
+            else:
+                tracker.log_table(per_target, f"adversarial/{kind}_per_target.parquet")
+                tracker.log_metrics({f"adversarial/{kind}/mean_success": float(per_step.success.mean()),
+                                     f"adversarial/{kind}/mean_induced_error": float(per_step.induced_error.mean())})
+            by_kind.append(per_step.assign(step_kind=kind))
+    job, results, per_step, per_target, stats, folder = main
     easiest = math_.easiest_targets(per_target)
     _log(ctx, settings, results, per_step, per_target, easiest, stats, job)
+    if len(by_kind) > 1:
+        from pgsweep import plots
+
+        table = pd.concat(by_kind, ignore_index=True)
+        tracker.log_table(table, "adversarial/step_kinds.parquet")
+        tracker.log_figure(plots.step_kinds(table), "adversarial/step_kinds.png")
     ctx.reports["adversarial"] = AdversarialReport(
-        results, per_step, per_target, easiest, steps, job.affine_prefix, folder, stats)
+        results, per_step, per_target, easiest, job.steps, job.affine_prefix, folder, stats)
 
 
 def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStats, job: SweepJob) -> None:
@@ -176,7 +206,7 @@ def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_nam
         rows.append({"image": image_id, "target": target, "step_index": -1, "step": 0.0,
                      "true_confidence": float(original[label]), "target_confidence": float(original[target]),
                      "prediction": int(original.argmax()),
-                     "pixels": image[0, 0].numpy().astype(np.float32).ravel().tolist()})
+                     "pixels": image[0].numpy().astype(np.float32).ravel().tolist()})
         image_titles = [f"original\nt={original[label]:.2f} y={original[target]:.2f}"]
         for column, k in enumerate(step_columns):
             point = own[(own.target == target) & (own.step_index == k)].iloc[0]
@@ -184,9 +214,9 @@ def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_nam
                          "true_confidence": float(point.true_confidence),
                          "target_confidence": float(point.target_confidence),
                          "prediction": int(point.prediction),
-                         "pixels": moved[column, 0].numpy().astype(np.float32).ravel().tolist()})
+                         "pixels": moved[column].numpy().astype(np.float32).ravel().tolist()})
             image_titles.append(f"s={job.steps[k]:.3g}\nt={point.true_confidence:.2f} y={point.target_confidence:.2f}")
-        pixels.append(torch.cat([image[0], moved[:, 0].clamp(0, 1)]).numpy())  # (1 + K, H, W)
+        pixels.append(torch.cat([image, moved.clamp(0, 1)]).numpy())  # (1 + K, C, H, W)
         titles.append(image_titles)
         labels.append(f"{class_names[label]} -> {class_names[target]}")
     return pd.DataFrame(rows), np.stack(pixels), titles, labels

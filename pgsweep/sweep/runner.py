@@ -13,6 +13,7 @@ Ray Core tasks, not Ray Data and not actors (README, "Why Ray Core tasks"):
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -132,10 +133,13 @@ class HeldSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         # after a delivery the previous handler has set what it wants (pgsweep: ignore repeats)
         if self.active and not self.delivered:
             self._restore()
+            if self.received is not None and kind is None:  # came after the last shard: hand it on now
+                self.delivered = True
+                signal.raise_signal(self.received)
 
 
 @contextmanager
@@ -203,51 +207,87 @@ def _reap(processes: list, timeout: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=timeout)
 
 
+_ACTIVE: list[HeldSignals] = []  # the signals held by the session in progress (sessions nest)
+_BETWEEN_JOBS = {"keep": False}
+
+
+def keep_ray_between_jobs() -> None:
+    """Leave a Ray this process starts running until the process exits, for the next job.
+
+    A multirun's jobs run one after another in one process (Hydra's basic launcher); a
+    local Ray takes seconds to start, more than a thesis-sized sweep takes, so the jobs
+    share the first one's (pgsweep.multirun calls this). At exit it is shut down with every
+    process it started, as after a single command.
+    """
+    _BETWEEN_JOBS["keep"] = True
+
+
+def _shutdown_at_exit(processes: list) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _reap(processes)
+
+
 @contextmanager
-def ray_session(settings: RaySettings, held: HeldSignals | None = None) -> Iterator[None]:
+def ray_session(settings: RaySettings) -> Iterator[HeldSignals]:
     """Join the configured cluster (or start a local Ray) unless this process already did.
 
     A local Ray of our own listens on 127.0.0.1 only, like the MLflow UI (by default Ray
     would advertise the machine's network address to anyone), and is shut down with every
-    process it started. `held`: the signals to take back from ray.init's handlers.
+    process it started (at exit, after keep_ray_between_jobs). Yields the HeldSignals that
+    a loop waiting on Ray hands on between shards (`deliver()`); a session opened inside
+    another (a stage running several sweeps in one Ray) shares the outer one's.
     """
-    held = held or HeldSignals()
-    with _loopback_only(not settings.address):
-        import ray
+    if _ACTIVE:
+        yield _ACTIVE[-1]
+        return
+    with HeldSignals() as held, _loopback_only(not settings.address):
+        _ACTIVE.append(held)
+        try:
+            import ray
 
-        if ray.is_initialized():  # a caller (a notebook, a test) owns the connection
-            yield
-            return
-        kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
-        if settings.address:
-            kwargs["address"] = settings.address
-        elif settings.num_cpus:
-            kwargs["num_cpus"] = settings.num_cpus
-        notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
-        quiet = _QuietTokenNotice()
-        notices.addFilter(quiet)
-        started = time.time()
-        try:
-            ray.init(**kwargs)
-        except SystemExit as stop:
-            if stop.code != signal.SIGTERM:
-                raise
-            held.received = held.received or signal.SIGTERM  # ray.init's own handler: sys.exit(15)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            if not settings.address:
-                _reap(_started_since(started), timeout=5)
-            raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
-                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
-        finally:
-            notices.removeFilter(quiet)
-            held.hold()
-        try:
-            held.deliver()  # a signal that came while Ray started
-            yield
-        finally:
+            if ray.is_initialized():  # a caller (a notebook, a test) or an earlier job started it
+                yield held
+                return
+            kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if settings.address:
+                kwargs["address"] = settings.address
+            elif settings.num_cpus:
+                kwargs["num_cpus"] = settings.num_cpus
+            notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            quiet = _QuietTokenNotice()
+            notices.addFilter(quiet)
+            started = time.time()
+            try:
+                ray.init(**kwargs)
+            except SystemExit as stop:
+                if stop.code != signal.SIGTERM:
+                    raise
+                held.received = held.received or signal.SIGTERM  # ray.init's own handler: sys.exit(15)
+            except (ConnectionError, ValueError, RuntimeError) as error:
+                if not settings.address:
+                    _reap(_started_since(started), timeout=5)
+                raise ConfigError(f"cannot start or join Ray (ray.address={settings.address}): "
+                                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+            finally:
+                notices.removeFilter(quiet)
+                held.hold()
             processes = [] if settings.address else _started_since(started)  # joined: none are ours
-            ray.shutdown()
-            _reap(processes)
+            if _BETWEEN_JOBS["keep"]:
+                atexit.register(_shutdown_at_exit, processes)
+                held.deliver()  # a signal that came while Ray started
+                yield held
+                return
+            try:
+                held.deliver()
+                yield held
+            finally:
+                ray.shutdown()
+                _reap(processes)
+        finally:
+            _ACTIVE.pop()
 
 
 # ---------------------------------------------------------------- the work on a worker
@@ -342,7 +382,7 @@ def run_sweep(
                 finish(shard, table, {"node": "local", "pid": os.getpid(),
                                       "seconds": round(time.perf_counter() - t0, 4)})
         else:
-            with HeldSignals() as held, ray_session(settings, held):
+            with ray_session(settings) as held:
                 # the bar starts after Ray's start-up, so nothing Ray prints lands inside it
                 bar = _Progress(len(shards), stats.resumed, progress)
                 _run_on_ray(job, todo, settings, key, finish, held)

@@ -2,7 +2,8 @@
 
 Logs under diagrams/: image_scores.parquet (every test image's own-class PG per filter),
 consistency.parquet (within- vs between-class correlation of those vectors), network_pg.png;
-metrics diagrams/within_class_correlation and diagrams/between_class_correlation.
+metrics diagrams/within_class_correlation, diagrams/between_class_correlation and
+diagrams/consistency_p_value (a permutation test of within - between).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import pandas as pd
 
 from pgsweep import plots
-from pgsweep.analyses.diagrams import choose_images, consistency, image_filter_scores
+from pgsweep.analyses.diagrams import choose_images, consistency, consistency_test, image_filter_scores
 from pgsweep.analyses.stages.common import (
     FIRST_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, require_images,
 )
@@ -20,6 +21,7 @@ from pgsweep.analyses.stages.common import (
 __all__ = ["check", "run"]
 
 log = logging.getLogger(__name__)
+PERMUTATIONS = 2000  # label shuffles of the consistency test: p-values down to 1/2001
 
 
 def _classes(ctx, settings: AnalysisSettings) -> list[int]:
@@ -50,11 +52,17 @@ def run(ctx) -> None:
     agreement = consistency(vectors, labels.numpy(), names)
     ctx.tracker.log_table(agreement, "diagrams/consistency.parquet")
     overall = agreement[agreement["class"] == -1].iloc[0]
+    # "consistent within a class" as a number with a p-value: shuffle the labels
+    test = consistency_test(vectors, labels.numpy(), PERMUTATIONS)
     ctx.tracker.log_metrics({"diagrams/within_class_correlation": overall["within"],
-                             "diagrams/between_class_correlation": overall["between"]})
+                             "diagrams/between_class_correlation": overall["between"],
+                             "diagrams/consistency_p_value": test["p_value"],
+                             "diagrams/consistency_permutations": test["permutations"],
+                             "diagrams/images": test["images"]})
     chosen = choose_images(labels.numpy(), _classes(ctx, settings), settings.diagrams.images_per_class)
-    figure = plots.network_diagrams(images[chosen, 0].numpy(), vectors[chosen], labels.numpy()[chosen], names,
+    figure = plots.network_diagrams(images[chosen].numpy(), vectors[chosen], labels.numpy()[chosen], names,
                                     units.layer_index, units.layers)
     ctx.tracker.log_figure(figure, "diagrams/network_pg.png")
-    log.info("diagrams: within-class correlation %.3f, between %.3f", overall["within"], overall["between"])
+    log.info("diagrams: within-class correlation %.3f, between %.3f (permutation p = %.4f)",
+             overall["within"], overall["between"], test["p_value"])
     ctx.reports["diagrams"] = {"scores": scores, "consistency": agreement, "chosen": indices[chosen]}

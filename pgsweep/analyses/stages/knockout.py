@@ -5,10 +5,16 @@ score (PG of softmax and logit, loss gradient, activation, Taylor, and the oracl
 filter's own single-knockout loss increase), and in random orders. Error on the class's
 test images and overall test error after every step.
 
-Logs under knockout/: curves.parquet (every step of every ordering), oracle.parquet,
-summary.parquet and summary.md (areas, area between directions, errors after
-`after` knockouts, Spearman with the oracle), class_<name>.png per class,
-thesis_class_error.png and thesis_overall_error.png; metrics knockout/<score>/<summary>/<class>.
+With analysis.knockout.all_images, the PG and random orderings are also replayed on every
+image of the data set, for the class error on all of a class's images (the thesis's
+Figure 4.1 caption).
+
+Logs under knockout/: curves.parquet (every step of every ordering, with the image counts,
+class precision, collapsed-net flag and emptied layers), oracle.parquet, zeroing.parquet
+(where a filter is zeroed: four ways, same predictions?), summary.parquet and summary.md
+(areas, area between directions, errors after `after` knockouts, Spearman with the oracle),
+class_<name>.png per class, thesis_class_error.png and thesis_overall_error.png; metrics
+knockout/<score>/<summary>/<class> and knockout/zeroing_agreement/<way>.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.analyses.knockout import (
-    KnockoutRun, class_orders, curve_table, knockout_predictions, random_orders, single_knockouts, summarize,
+    COLLAPSE_SHARE, ZEROINGS, KnockoutRun, class_errors, class_orders, curve_table, knockout_predictions,
+    random_orders, single_knockouts, summarize, zeroing_agreement,
 )
 from pgsweep.analyses.stages.common import (
     ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name,
@@ -66,8 +73,14 @@ def check(ctx) -> None:
     require_images(ctx, list(range(len(ctx.images.class_names))), "analysis.rank", settings.rank.split)
 
 
-def knockout_analysis(network, test_images, test_labels, scores, classes, settings: AnalysisSettings):
-    """Every class's curves, the oracle, and the summaries; plain tables, nothing logged."""
+def knockout_analysis(network, test_images, test_labels, scores, classes, settings: AnalysisSettings,
+                      all_images=None, all_labels=None):
+    """Every class's curves, the oracle, and the summaries; plain tables, nothing logged.
+
+    With all_images/all_labels (every image of the data set), the PG orderings and the random
+    ones are also replayed on them, for the class error on all of a class's images
+    (`class_error_all`, the thesis's Figure 4.1 caption: "images with the given subject ID").
+    """
     units, names = scores.units, scores.class_names
     chunk = settings.query.image_chunk
     labels = np.asarray(test_labels)
@@ -84,12 +97,30 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     # ones every class shares, the intact network) are computed once, not once per class
     everything = np.concatenate([orders for *_, orders, _ in per_class])
     run = knockout_predictions(network, test_images, test_labels, units, everything, image_chunk=chunk)
+    pg = f"pg_{settings.query.output}"
+    whole_rows = [i for i, key in enumerate(k for *_, keys in per_class for k in keys)
+                  if key[0] in (pg, "random")]
+    whole = None
+    if all_images is not None:  # 4x the images: only the orderings the thesis's claims are about
+        whole = knockout_predictions(network, all_images, all_labels, units, everything[whole_rows],
+                                     image_chunk=chunk)
+        whole_of = {row: i for i, row in enumerate(whole_rows)}
     curves, summaries, start = [], [], 0
     for c, class_scores, oracle_c, orders, keys in per_class:
         rows = slice(start, start + len(orders))
-        start += len(orders)
         class_run = KnockoutRun(run.predictions[rows], run.losses[rows])
         table = curve_table(class_run, keys, orders, labels, c, names[c], units)
+        table["class_error_all"] = np.nan
+        table["class_images_all"] = int((np.asarray(all_labels) == c).sum()) if whole is not None else 0
+        if whole is not None:
+            picked = [r for r in range(start, start + len(orders)) if r in whole_of]
+            errors = class_errors(KnockoutRun(whole.predictions[[whole_of[r] for r in picked]], whole.losses[:0]),
+                                  np.asarray(all_labels), c)
+            steps = errors.shape[1]
+            for i, r in enumerate(picked):
+                at = slice((r - start) * steps, (r - start + 1) * steps)
+                table.loc[table.index[at], "class_error_all"] = errors[i]
+        start += len(orders)
         curves.append(table)
         summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
     curves_table = pd.concat(curves, ignore_index=True)
@@ -102,21 +133,42 @@ def _mean_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return numeric.reset_index().assign(**{"class": -1, "class_name": "mean"})
 
 
-def _markdown(summary: pd.DataFrame, after: int, output: str) -> str:
+def _markdown(summary: pd.DataFrame, after: int, output: str, images: int, all_images: int,
+              zeroing: pd.DataFrame) -> str:
     pg = f"pg_{output}"
     lines = [
         "# Knockout summary\n",
         f"Error after knocking out the {after} strongest / {after} weakest filters, ordered by the "
         f"class-averaged PG of the {output} ({pg}); the thesis reports near-complete failure for the "
-        "strongest and under 25% overall error for the weakest.\n",
-        "| class | class error, strongest | class error, weakest | overall error, strongest | overall error, weakest |",
-        "| --- | --- | --- | --- | --- |",
+        "strongest and under 25% overall error for the weakest. Class error on the class's test "
+        f"images (n = how many)" + (f" and on all of its images ({all_images} in the data set)" if all_images else
+                                      " (analysis.knockout.all_images: also on all of them)") + "; overall error "
+        f"on the {images} test images. `collapsed`: the knocked-out net gives one class to at least "
+        f"{COLLAPSE_SHARE:.0%} of the test images, so a class error near 0 means nothing; `layer emptied`: "
+        "the ordering has knocked out every filter of a layer by then.\n",
+        "| class | n test / all | class error, strongest (test / all) | class error, weakest (test / all) "
+        "| overall error, strongest | overall error, weakest | collapsed (strongest / weakest) "
+        "| layer emptied (strongest / weakest) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in summary[summary.score == pg].itertuples():
+
+    def cell(d, name):
+        value = d.get(name, np.nan)
+        return "" if pd.isna(value) else f"{value:.3f}"
+
+    def flag(d, name):
+        value = d.get(name, np.nan)
+        return "?" if pd.isna(value) else ("yes" if value > 0 else "no")
+
+    for row in summary[(summary.score == pg) & (summary["class"] >= 0)].itertuples():
         d = row._asdict()
-        lines.append(f"| {row.class_name} | {d[f'class_error_after_{after}_strongest']:.3f} | "
-                     f"{d[f'class_error_after_{after}_weakest']:.3f} | {d[f'overall_error_after_{after}_strongest']:.3f} | "
-                     f"{d[f'overall_error_after_{after}_weakest']:.3f} |")
+        lines.append(
+            f"| {row.class_name} | {d.get('class_images', '')} / {d.get('class_images_all', '')} "
+            f"| {cell(d, f'class_error_after_{after}_strongest')} / {cell(d, f'class_error_all_after_{after}_strongest')} "
+            f"| {cell(d, f'class_error_after_{after}_weakest')} / {cell(d, f'class_error_all_after_{after}_weakest')} "
+            f"| {cell(d, f'overall_error_after_{after}_strongest')} | {cell(d, f'overall_error_after_{after}_weakest')} "
+            f"| {flag(d, f'collapsed_after_{after}_strongest')} / {flag(d, f'collapsed_after_{after}_weakest')} "
+            f"| {flag(d, f'emptied_after_{after}_strongest')} / {flag(d, f'emptied_after_{after}_weakest')} |")
     means = summary[summary["class"] == -1].set_index("score")
     lines += ["", "Mean over classes, per score (area = the area under the error curve over 0..N knockouts, "
               "trapezoid rule, divided by N; between = strongest - weakest; "
@@ -130,6 +182,11 @@ def _markdown(summary: pd.DataFrame, after: int, output: str) -> str:
         if score == "random":  # one direction: its mean curve's area goes in both area columns
             values[:2] = [row.get("auc_random_class_error", np.nan)] * 2
         lines.append(f"| {score} | " + " | ".join("" if pd.isna(v) else f"{v:.3f}" for v in values) + " |")
+    lines += ["", "Where a filter is zeroed (the same knockouts replayed each way; agreement = share of "
+              "predictions equal to pgsweep's):", "", "| zeroing | what | agreement |", "| --- | --- | --- |"]
+    for row in zeroing.itertuples():
+        lines.append(f"| {row.zeroing} | {row.what} | "
+                     f"{'n/a (no such layer)' if pd.isna(row.agreement) else f'{row.agreement:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,34 +196,54 @@ def run(ctx) -> None:
     scores = scores_for(ctx, settings)
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
-    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings)
+    everything = (ctx.images.images, ctx.images.labels) if settings.knockout.all_images else (None, None)
+    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings, *everything)
+    counts = curves.groupby("class")[["class_images", "class_images_all"]].first()
+    summary = summary.join(counts, on="class")
     summary = pd.concat([summary, _mean_rows(summary)], ignore_index=True)
     intact = float(curves.loc[curves.step == 0, "overall_error"].iloc[0])
+    pg = f"pg_{settings.query.output}"
+    # the same knockouts zeroed four ways: the first class's PG orderings and one random order
+    first = curves[(curves["class"] == classes[0]) & (curves.score.isin([pg, "random"]))]
+    probe = [first[(first.score == pg) & (first.direction == d)] for d in ("strongest", "weakest")]
+    probe.append(first[(first.score == "random") & (first.seed == first.seed.max())])
+    by_name = {name: u for u, name in enumerate(scores.units.names())}
+    orders = np.array([[by_name[k] for k in table.sort_values("step").knocked.iloc[1:]] for table in probe if len(table)])
+    zeroing = zeroing_agreement(network, images, labels, scores.units, orders)
     tracker.log_table(curves, "knockout/curves.parquet")
     tracker.log_table(summary, "knockout/summary.parquet")
     tracker.log_table(oracle, "knockout/oracle.parquet")
+    tracker.log_table(zeroing, "knockout/zeroing.parquet")
     after = settings.knockout.after
-    tracker.log_text(_markdown(summary, after, settings.query.output), "knockout/summary.md")
+    tracker.log_text(_markdown(summary, after, settings.query.output, len(labels),
+                               len(ctx.images) if settings.knockout.all_images else 0, zeroing),
+                     "knockout/summary.md")
 
-    metrics = {"knockout/intact_test_error": intact}
+    metrics = {"knockout/intact_test_error": intact, "knockout/test_images": float(len(labels))}
+    if settings.knockout.all_images:
+        metrics["knockout/all_images"] = float(len(ctx.images))
+    for row in zeroing.itertuples():
+        if not pd.isna(row.agreement):
+            metrics[f"knockout/zeroing_agreement/{row.zeroing}"] = row.agreement
     for row in summary.to_dict("records"):
         label = "mean" if row["class"] == -1 else f"class_{metric_name(row['class_name'])}"
         for column, name in SUMMARY_METRICS:
             if column in row and not pd.isna(row[column]):
                 metrics[f"knockout/{row['score']}/{name}/{label}"] = row[column]
-        for curve in ("class_error", "overall_error"):
+        for curve in ("class_error", "overall_error", "class_error_all"):
             for direction in ("strongest", "weakest"):
                 column = f"{curve}_after_{after}_{direction}"
                 if column in row and not pd.isna(row[column]):
                     metrics[f"knockout/{row['score']}/{curve}_after_{after}_{direction}/{label}"] = row[column]
     tracker.log_metrics(metrics)
 
-    pg = f"pg_{settings.query.output}"
     for c in classes:
         figure = plots.knockout_curves(curves[curves["class"] == c], pg)
         tracker.log_figure(figure, f"knockout/class_{metric_name(ctx.images.class_names[c])}.png")
-    tracker.log_figure(plots.thesis_knockout(curves, pg, "class_error"), "knockout/thesis_class_error.png")
-    tracker.log_figure(plots.thesis_knockout(curves, pg, "overall_error"), "knockout/thesis_overall_error.png")
+    shown = plots.thesis_classes(ctx.images.class_names, classes)
+    tracker.log_figure(plots.thesis_knockout(curves, pg, "class_error", shown), "knockout/thesis_class_error.png")
+    tracker.log_figure(plots.thesis_knockout(curves, pg, "overall_error", shown),
+                       "knockout/thesis_overall_error.png")
     mean = summary[(summary["class"] == -1) & (summary.score == pg)].iloc[0]
     log.info("knockout: %d classes; after %d strongest/weakest (%s): overall error %.3f / %.3f", len(classes),
              after, pg, mean[f"overall_error_after_{after}_strongest"], mean[f"overall_error_after_{after}_weakest"])

@@ -1,0 +1,88 @@
+"""Thesis Figures 4.3 and 4.4: the face with the peak-PG position's receptive field, the
+layer's activation maps, and its PG maps. Reads features/maps.parquet (the maps drawn)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from pgsweep.plots.common import new_figure, show_image
+
+
+def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1) -> Figure:
+    """The image with the receptive field of the highest-PG position outlined (red), the
+    layer's activation maps (row 2) and PG maps (row 3), each row with its colour scale.
+
+    image: (H, W) or (C, H, W), C 1 or 3; maps: anything with activation (F, h, w), pg
+    (F, h, w), filter, row, col, box (top, left, bottom, right) like
+    pgsweep.analyses.features.FeatureMaps. Filters are named `layer-unit` from 1.
+    """
+    count = maps.activation.shape[0]
+    figure = new_figure(max(1.45 * count + 1.4, 5.5), 5.6)
+    grid = figure.add_gridspec(3, count + 1, width_ratios=[1] * count + [0.12], height_ratios=[1.4, 1, 1])
+    ax = figure.add_subplot(grid[0, :count])
+    show_image(ax, image)
+    top, left, bottom, right = maps.box
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5))
+    ax.set_title(title, fontsize=9)
+    peak = f"{layer_number}-{maps.filter + 1}"
+    ax.set_xlabel(f"red box: the input pixels that filter {peak}'s peak-PG position sees", fontsize=8)
+    activation_limit = float(np.abs(maps.activation).max()) or 1.0
+    pg_limit = float(np.abs(maps.pg).max()) or 1.0
+    for f in range(count):
+        act_ax, pg_ax = figure.add_subplot(grid[1, f]), figure.add_subplot(grid[2, f])
+        act_image = act_ax.imshow(maps.activation[f], cmap="gray", vmin=-activation_limit, vmax=activation_limit)
+        pg_image = pg_ax.imshow(maps.pg[f], cmap="RdBu_r", vmin=-pg_limit, vmax=pg_limit)
+        act_ax.set_title(f"filter {layer_number}-{f + 1}", fontsize=8, color="red" if f == maps.filter else "black")
+        if f == maps.filter:
+            pg_ax.plot([maps.col], [maps.row], "+", color="black", ms=9, mew=1.5)
+            for spine in pg_ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(1.5)
+        for a in (act_ax, pg_ax):
+            a.set_xticks([])
+            a.set_yticks([])
+        if f == 0:
+            act_ax.set_ylabel("activation", fontsize=8)
+            pg_ax.set_ylabel("PG  d y / d a", fontsize=8)
+    bar = figure.colorbar(act_image, cax=figure.add_subplot(grid[1, count]))
+    bar.set_label("activation", fontsize=7)
+    bar = figure.colorbar(pg_image, cax=figure.add_subplot(grid[2, count]))
+    bar.set_label("PG (red +, blue -)", fontsize=7)
+    figure.text(0.5, 0.0, "The 2x2 max pool after the layer passes the gradient to one position of each "
+                "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG.",
+                ha="center", va="top", fontsize=7, wrap=True)
+    return figure
+
+
+def feature_boxes(faces, rows, class_names) -> Figure:
+    """Figures 4.3 and 4.4 for several identities at once: each face (top row: its own
+    class; bottom row: the class the model ranks next) with the receptive field of the
+    highest-PG position outlined. faces: rows (image, class_name, channels, size, pixels);
+    rows: for each face's image the features table's rows of the own class and the
+    runner-up (image, own_class, target, filter_name, top, left, bottom, right)."""
+    faces = faces.reset_index(drop=True)
+    figure = new_figure(2.2 * len(faces) + 0.4, 5.0)
+    axes = figure.subplots(2, len(faces), squeeze=False)
+    for i, face in faces.iterrows():
+        pixels = np.asarray(face["pixels"], dtype=np.float32).reshape(int(face["channels"]), int(face["size"]),
+                                                                      int(face["size"]))
+        mine = rows[rows["image"] == face["image"]]
+        for r, (own, colour) in enumerate(((True, "red"), (False, "#0072B2"))):
+            ax = axes[r, i]
+            show_image(ax, pixels)
+            picked = mine[mine["own_class"]] if own else mine[~mine["own_class"] & (mine["target"] == mine["runner_up"])]
+            if not len(picked):
+                continue
+            best = picked.iloc[0]
+            ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
+                                   best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            what = face["class_name"] if own else f"like {class_names[int(best['target'])]}"
+            ax.set_title(f"{what}\nfilter {best['filter_name']}", fontsize=8, color=colour)
+        axes[0, i].set_xlabel(str(face.get("source", "")), fontsize=7)
+    axes[0, 0].set_ylabel("own class", fontsize=9)
+    axes[1, 0].set_ylabel("runner-up class", fontsize=9)
+    figure.suptitle("Where the highest PG looks: the receptive field of the peak position (thesis Figures 4.3, 4.4)",
+                    fontsize=9)
+    return figure

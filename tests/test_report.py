@@ -1,0 +1,141 @@
+"""The thesis report: the quick thesis multirun on the real Yale faces, its report's
+sections and verdicts, its numbers against the logged metrics, and regeneration from the store."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from test_pipeline import _runs
+
+# one worker runs every test here, so the multirun behind them runs once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("thesis_report")
+
+QUICK = ["seed=0,1", "trainer.max_epochs=30", "adversarial.progress_bar=false", "trainer.progress_bar=false"]
+SECTIONS = ("1. Error rate", "2. Strongest and weakest filters (Table 4.2)",
+            "3. PG patterns are consistent within a class (Table 4.1)", "4. Knockout (Figures 4.1, 4.2",
+            "5. Characteristic and look-alike features (Figures 4.3, 4.4)", "6. Perturbations (Figures 4.5-4.7)",
+            "7. Beyond the thesis")
+CLAIMS = ("1", "2a", "2b", "3", "4a", "4b", "4b'", "4c", "4d", "5", "6a", "6b")
+VERDICTS = ("reproduced", "partly", "not reproduced")
+
+
+@pytest.fixture(scope="module")
+def thesis(tmp_path_factory, yale_root):
+    """What CI runs: `pgsweep -m +sweep=thesis data.root=... seed=0,1 trainer.max_epochs=30` (4 jobs)."""
+    folder = tmp_path_factory.mktemp("thesis")
+    script = Path(sys.executable).with_name("pgsweep")
+    # 4 full pipelines: a few minutes on an idle 2-core machine, more on a shared one
+    done = subprocess.run([str(script), "-m", "+sweep=thesis", f"data.root={yale_root}", *QUICK], cwd=folder,
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = f"sqlite:///{folder}/mlflow.db"
+    runs = _runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("pgsweep.multirun") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    client = MlflowClient(uri)
+    report = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(folder / "dl"))).read_text()
+    return folder, uri, parent, children, report
+
+
+def _summary(report: str) -> dict[str, list[str]]:
+    part = report.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in part.splitlines() if line.startswith("| ")]
+    return {row[0]: row for row in rows[1:]}
+
+
+def _table_rows(report: str, section: str) -> list[list[str]]:
+    part = report.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in part.splitlines() if line.startswith("| ")]
+
+
+@pytest.mark.slow
+def test_the_quick_thesis_multirun_reports_every_claim_with_a_verdict(thesis):
+    folder, uri, parent, children, report = thesis
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert sorted((c.data.params["seed"], c.data.params["data.group_duplicates"]) for c in children) == [
+        ("0", "False"), ("0", "True"), ("1", "False"), ("1", "True")]
+    for section in SECTIONS:
+        assert f"## {section}" in report, section
+    summary = _summary(report)
+    assert set(CLAIMS) <= set(summary), summary.keys()
+    for key in CLAIMS:
+        verdict = summary[key][-1].strip("*")
+        assert verdict in VERDICTS, (key, verdict)
+        assert f"**Verdict ({key}): {verdict}.** Rule: " in report or key.startswith("4")  # knockout: one table
+    assert report.count("| 4") >= 5  # the knockout claims' table has a verdict column
+    # the multirun folder has a copy, with the figures the Markdown links to
+    (copy,) = (folder / "multirun").rglob("report/report.md")
+    assert copy.read_text() == report
+    for link in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert (copy.parent / link).is_file(), link
+    html = (copy.parent / "report.html").read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # self-contained
+    client = MlflowClient(uri)
+    assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report.md", "report.html"}
+
+
+@pytest.mark.slow
+def test_the_reports_numbers_are_the_logged_metrics(thesis):
+    _, _, _, children, report = thesis
+    by_label = {f"seed {c.data.params['seed']}, {'grouped' if c.data.params['data.group_duplicates'] == 'True' else 'naive'}":
+                c.data.metrics for c in children}
+    rows = {row[0]: row for row in _table_rows(report, "1. Error rate") if row[0] in by_label}
+    assert set(rows) == set(by_label)
+    for label, m in by_label.items():
+        row = rows[label]
+        assert row[2] == f"{int(m['final_test_misclassified'])}/{int(m['final_test_images'])}"
+        assert float(row[3]) == pytest.approx(m["final_test_error"], abs=5e-4)
+        assert row[4] == f"{int(m['final_all_misclassified'])}/{int(m['final_all_images'])}"
+        assert float(row[5]) == pytest.approx(m["final_all_error"], abs=5e-4)
+        assert m["final_all_images"] == 165 and m["final_test_images"] == 41
+    consistency = {row[0]: row for row in _table_rows(report, "3. PG patterns are consistent within a class (Table 4.1)")
+                   if row[0] in by_label}
+    for label, m in by_label.items():
+        assert float(consistency[label][2]) == pytest.approx(m["diagrams/within_class_correlation"], abs=5e-4)
+        assert float(consistency[label][3]) == pytest.approx(m["diagrams/between_class_correlation"], abs=5e-4)
+        assert float(consistency[label][5]) == pytest.approx(m["diagrams/consistency_p_value"], abs=5e-5)
+    # the knockout claims' fractions, recomputed from each class's logged metrics
+    summary = _summary(report)
+    for key, metric, test in (("4b", "class_error_after_10_strongest", lambda v: v >= 0.9),
+                              ("4c", "overall_error_after_10_weakest", lambda v: v < 0.25)):
+        values = [v for m in by_label.values() for k, v in m.items()
+                  if k.startswith(f"knockout/pg_softmax/{metric}/class_")]
+        assert len(values) == 4 * 15
+        met = sum(test(v) for v in values)
+        assert summary[key][2].startswith(f"{met / len(values):.2f} ({met} of {len(values)})"), summary[key]
+    # PG's Spearman with the oracle: the mean over models of each model's logged mean
+    rho = np.mean([m["knockout/pg_softmax/spearman_oracle/mean"] for m in by_label.values()])
+    (row,) = [r for r in _table_rows(report, "4. Knockout (Figures 4.1, 4.2; sections 4.2.2-4.2.5)")
+              if r[0] == "PG (softmax)" and len(r) == 5]
+    assert row[1].startswith(f"{rho:.3f} (range")
+    saturation = np.mean([m["final_train_median_true_probability"] for m in by_label.values()])
+    assert f"is {saturation:.3f} (range" in report
+
+
+@pytest.mark.slow
+def test_a_regenerated_report_is_the_same_text(thesis, tmp_path):
+    folder, uri, parent, _, report = thesis
+    run_id = parent.info.run_id
+    command = [sys.executable, "-m", "pgsweep.report", run_id, "--tracking-uri", uri, "--out", str(tmp_path / "again")]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "again" / "report.md").read_text() == report
+    (copy,) = (folder / "multirun").rglob("report/report.html")
+    assert (tmp_path / "again" / "report.html").read_text() == copy.read_text()
+    summary = subprocess.run([*command[:6], "--summary"], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert summary.returncode == 0 and summary.stdout.startswith("| claim | the thesis | pgsweep | verdict |")
+    assert summary.stdout in report
+    bad = subprocess.run([*command[:3], "f" * 32, "--tracking-uri", uri], cwd=folder, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("pgsweep: error: run ffff"), bad.stderr
+    child = subprocess.run([*command[:3], thesis[3][0].info.run_id, "--tracking-uri", uri], cwd=folder,
+                           capture_output=True, text=True)
+    assert child.returncode == 2 and "not a multirun's parent run" in child.stderr
