@@ -59,11 +59,12 @@ _BATCH = 100  # MLflow's limit on params per log_batch call
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
 # MLflow 3's experiment kind (its UI's "Machine learning" kind, not "GenAI apps & agents"):
 # the tag and value MLflow's own experiment-kind selector writes (mlflow/server/js bundle).
-# MLflow 3.17.2's UI picks its pages from its sidebar switch (GenAI / Model training, kept
-# in the browser, GenAI at first) or a link's `workflowType`, not from this tag (README).
+# MLflow 3.17.2's UI does not choose its view from this tag (seen in a browser: a tagged
+# experiment opens in GenAI just as an untagged one): a link's `workflowType` decides, else
+# its sidebar switch (GenAI / Model training, kept per browser, GenAI at first) (README).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
-UI_VIEW = "workflowType=machine_learning"  # the UI's own view switch, in a link (it ignores the tag)
+UI_VIEW = "workflowType=machine_learning"  # a link's view: that page in model training, whatever the switch
 MODEL_RUN_TAG = "pgsweep.model_run_id"  # on a query run: the run that logged the model it queried
 SUMMARY_TABLE = "multirun/summary.parquet"
 RUNNING, FINISHED, FAILED, KILLED = (
@@ -210,7 +211,7 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
     run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
     release_held()  # the input passed every check: the lines its checks logged can show now
     where = settings.uri
-    if settings.is_server:  # MLflow 3.17's UI shows GenAI pages unless the link asks for model training
+    if settings.is_server:  # MLflow 3.17's UI shows GenAI pages unless the link (or its switch) asks for model training
         where = f"{settings.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}?{UI_VIEW}"
     log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, where)
     return client, run.info.run_id

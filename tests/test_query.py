@@ -83,7 +83,7 @@ def test_a_query_goes_beside_its_model_and_names_the_run_it_queried(yale_model, 
     from_file = client.get_run(_evaluate(compose_config, uri, str(path)).run_id)
     assert client.get_experiment(from_file.info.experiment_id).name == "pgsweep"
     assert MODEL_RUN_TAG not in from_file.data.tags
-    # every experiment pgsweep made opens in the MLflow UI's model-training view
+    # every experiment pgsweep made is of MLflow's "Machine learning" kind
     for name in ("faces", "mine", "pgsweep"):
         assert client.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == "custom_model_development", name
 
@@ -130,16 +130,33 @@ def test_override_keys_name_what_the_command_line_chose():
     assert not chose(override_keys(["database=1"]), "data.root")
 
 
-def test_the_experiment_kind_is_the_one_the_installed_mlflow_ui_writes():
+def test_the_experiment_kind_is_the_one_the_installed_mlflow_ui_writes_and_not_what_picks_its_view():
     """The tag pgsweep sets is what MLflow's own experiment-kind selector writes for its
-    "Machine learning" kind, and the UI takes make ui's workflowType link (this MLflow's
-    JS bundle; a renamed tag or value in an upgrade fails here)."""
+    "Machine learning" kind. Its 3.17.2 UI takes the view (GenAI or model training) from
+    a link's workflowType, else the switch the browser stored (GenAI at first), and reads
+    the tag only behind a feature flag that this build fixes on (in Chromium a tagged
+    experiment opened in GenAI in a fresh browser, README). Read from the installed
+    MLflow's JS bundle: a renamed tag or value, or a UI that reads the tag, fails here."""
+    import re
+
     import mlflow
 
     from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
     bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
-    code = "".join(path.read_text(errors="ignore") for path in bundle.glob("*.js"))
+    code = "".join(path.read_text(errors="ignore") for path in sorted(bundle.glob("*.js")))
     assert f'setExperimentTag({{experiment_id:t,key:"{EXPERIMENT_KIND_TAG}",value:n}})' in code
     assert f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING_KIND}"' in code
-    assert 'MACHINE_LEARNING="machine_learning"' in code and 'e.get("workflowType")' in code
+    assert 'e.GENAI="genai",e.MACHINE_LEARNING="machine_learning"' in code and 'e.get("workflowType")' in code
+    stored = re.search(r'const ([\w$]+)=[\w$]+\.GENAI,.{0,200}\{key:"mlflow\.workflowType",version:1,initialValue:\1\}', code)
+    assert stored, "the stored switch no longer starts at GenAI"
+    # the kind the UI goes by: flag ? kind-of(workflowType) : the tag's value
+    kind = re.search(r'\{const\{workflowType:([\w$]+)\}=\(0,[\w$.]+\)\(\),([\w$]+)=\(0,([\w$]+)\.([\w$]+)\)\(\);'
+                     r'return\(0,[\w$.]+\)\(\(\)=>\2\?[\w$]+\(\1\):\(e=>\{[^}]*"'
+                     + re.escape(EXPERIMENT_KIND_TAG) + r'"===e\.key', code)
+    assert kind, "the UI's experiment-kind hook changed: check in a browser whether it reads the tag now"
+    flags, flag = kind.group(3), kind.group(4)
+    module = re.findall(rf'\b{re.escape(flags)}=n\((\d+)\)', code[:kind.start()])[-1]
+    body = re.search(rf'[,{{]{module}\(e,t,n\)\{{(.*?)\}},\d+\(e,t,n\)\{{', code, re.S).group(1)
+    local = re.search(rf'[{{,]{re.escape(flag)}:\(\)=>([\w$]+)[,}}]', body).group(1)
+    assert re.search(rf'[,\s]{re.escape(local)}=\(\)=>!0[,;]', body), "the flag that hides the tag is no longer on"
