@@ -31,11 +31,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_knockout.py
 
 # One server process, no job runner: 2 processes, about 0.5 GB (mlflow's defaults start 4
-# workers and a job runner). Experiments open in the UI's model-training view from this link.
+# workers and a job runner). --app-name pgsweep (pgsweep/mlflow_ui.py) is MLflow's own server
+# whose UI opens experiments in the model-training view in a browser that never chose a view
+# (plain `mlflow ui`: GenAI, README); the link carries no workflowType, which would pin that
+# one page's view.
 PORT ?= 5000
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning (Ctrl-C stops it)"
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments (Ctrl-C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --app-name pgsweep --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlartifacts server.db

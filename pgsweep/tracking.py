@@ -1,6 +1,8 @@
 """Everything MLflow: runs, params, metrics, artifacts, and finding saved models.
 
-This is the only module that imports mlflow. Workers compute and return; the
+This is the only module that imports mlflow, apart from pgsweep/mlflow_ui.py, the MLflow
+server app (`mlflow ui --app-name pgsweep`), which the server loads without this
+module's torch and logging settings. Workers compute and return; the
 driver logs through a Tracker. A local SQLite store takes one writer at a time;
 an MLflow tracking server (tracking.uri=http://host:port) takes many.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from pgsweep.errors import ConfigError, Interrupted, ModelError
 from pgsweep.logs import release_held
+from pgsweep.mlflow_ui import MODEL_TRAINING_WORKFLOW_TYPE
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
 
@@ -59,11 +62,14 @@ _BATCH = 100  # MLflow's limit on params per log_batch call
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
 # MLflow 3's experiment kind (its UI's "Machine learning" kind, not "GenAI apps & agents"):
 # the tag and value MLflow's own experiment-kind selector writes (mlflow/server/js bundle).
-# MLflow 3.17.2's UI picks its pages from its sidebar switch (GenAI / Model training, kept
-# in the browser, GenAI at first) or a link's `workflowType`, not from this tag (README).
+# MLflow 3.17.2's UI does not choose its view from this tag (seen in a browser: a tagged
+# experiment opens in GenAI just as an untagged one): a link's `workflowType` decides, else
+# its sidebar switch (GenAI / Model training, kept per browser), which starts at GenAI with
+# plain `mlflow ui` and at Model training with pgsweep's app (pgsweep/mlflow_ui.py, README).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
-UI_VIEW = "workflowType=machine_learning"  # the UI's own view switch, in a link (it ignores the tag)
+# a link's view: that page in model training, whatever the switch and whichever server app
+UI_VIEW = f"workflowType={MODEL_TRAINING_WORKFLOW_TYPE}"
 MODEL_RUN_TAG = "pgsweep.model_run_id"  # on a query run: the run that logged the model it queried
 SUMMARY_TABLE = "multirun/summary.parquet"
 RUNNING, FINISHED, FAILED, KILLED = (
@@ -210,7 +216,7 @@ def _open_run(settings: TrackingSettings, tags: Mapping[str, str] | None) -> tup
     run = client.create_run(experiment_id, run_name=settings.run_name, tags=tags)
     release_held()  # the input passed every check: the lines its checks logged can show now
     where = settings.uri
-    if settings.is_server:  # MLflow 3.17's UI shows GenAI pages unless the link asks for model training
+    if settings.is_server:  # the run in model training whatever the browser's switch (GenAI on a plain server)
         where = f"{settings.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}?{UI_VIEW}"
     log.info("MLflow run %s (experiment '%s', %s)", run.info.run_id, settings.experiment, where)
     return client, run.info.run_id

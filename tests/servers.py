@@ -80,14 +80,16 @@ def download(uri: str, run_id: str, path: str) -> bytes:
 
 
 @contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str, extra: list[str] = (), port: int | None = None) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1 with artifacts under `folder`; stopped by its PID."""
+def mlflow_server(folder: Path, backend_store_uri: str, extra: list[str] = (), port: int | None = None,
+                  command: str = "server", app: str | None = "pgsweep") -> Iterator[str]:
+    """`mlflow server` (or `mlflow ui`) on 127.0.0.1 with artifacts under `folder`; stopped by
+    its PID. app: its --app-name, pgsweep's app as the README and docker/ run it by default."""
     port = port or free_port()
     log = open(folder / "mlflow-server.log", "w")
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+        [str(Path(sys.executable).with_name("mlflow")), command, "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts"),
-         "--workers", "1", *extra],
+         "--workers", "1", *(["--app-name", app] if app else []), *extra],
         cwd=folder, stdout=log, stderr=subprocess.STDOUT,
         # one worker and no job runner: about 0.5 GB
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
@@ -102,7 +104,7 @@ def mlflow_server(folder: Path, backend_store_uri: str, extra: list[str] = (), p
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
                     log.flush()
-                    pytest.fail("mlflow server did not start:\n" + (folder / "mlflow-server.log").read_text()[-3000:])
+                    pytest.fail(f"mlflow {command} did not start:\n" + (folder / "mlflow-server.log").read_text()[-3000:])
                 time.sleep(0.5)
         yield uri
     finally:

@@ -84,6 +84,7 @@ def test_mlflow_command_is_the_real_cli_with_accepted_arguments(monkeypatch):
     context = server.make_context("server", command[2:])  # click parses it as `mlflow server` would
     assert context.params["backend_store_uri"] == "postgresql://mlflow:pw@postgres:5432/mlflow"
     assert context.params["workers"] == "1" and context.params["host"] == "0.0.0.0"
+    assert context.params["app_name"] == "pgsweep"  # the image installs pgsweep, so its mlflow.app entry point
     assert "mlflow:5000" in context.params["allowed_hosts"].split(",")
 
 

@@ -79,7 +79,7 @@ def test_small_sweep_runs_end_to_end_nested_under_one_parent(tmp_path):
     assert dict(zip(summary["run_id"], summary["final_test_error"])) == pytest.approx(by_run)
     assert parent.data.metrics["jobs_finished"] == 2
     kind = client.get_experiment(parent.info.experiment_id).tags.get("mlflow.experimentKind")
-    assert kind == "custom_model_development"  # the MLflow UI's model-training view
+    assert kind == "custom_model_development"  # MLflow's "Machine learning" kind (its 3.17.2 UI ignores it)
 
 
 def test_a_multirun_of_queries_goes_beside_its_model(tmp_path):

@@ -70,7 +70,8 @@ def test_readme_states_the_bench_default_round_count():
 
 
 def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
-    """`make ui`'s own command: one uvicorn worker and no job runner (mlflow's defaults
+    """`make ui`'s own command: pgsweep's app (its UI opens experiments in the model-training
+    view, tests/test_mlflow_ui.py), one uvicorn worker and no job runner (mlflow's defaults
     started 16 processes and 3.7 GB), on 127.0.0.1 only."""
     import signal
     import time
@@ -79,14 +80,18 @@ def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
     import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
     import psutil
 
+    from pgsweep.mlflow_ui import default_view_script
     from servers import free_port
 
     port = free_port()
     dry = _make(REPO, "-n", "ui", f"PORT={port}")
     (line,) = [line for line in dry.stdout.splitlines() if "mlflow ui " in line]
-    for part in ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", "--workers 1", "--host 127.0.0.1", f"--port {port}"):
+    for part in ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", "mlflow ui --app-name pgsweep ", "--workers 1",
+                 "--host 127.0.0.1", f"--port {port}"):
         assert part in line, line
-    assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in dry.stdout
+    # a plain link, no workflowType (it would pin that one page's view) and nothing to click first
+    echoed = [line for line in dry.stdout.splitlines() if line.startswith("echo ")]
+    assert echoed == [f'echo "MLflow UI: http://127.0.0.1:{port}/#/experiments (Ctrl-C stops it)"'], echoed
 
     command = line.replace(".venv/bin/", f"{REPO}/.venv/bin/")  # run where its mlflow.db may be made
     server = subprocess.Popen(command, shell=True, cwd=tmp_path, start_new_session=True,
@@ -107,6 +112,8 @@ def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
         assert resident < 1.5 * 2**30, f"{resident / 2**20:.0f} MiB"  # 0.5 GB here; the defaults took 3.7 GB
         addresses = {c.laddr.ip for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
         assert addresses == {"127.0.0.1"}, addresses
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert default_view_script() in response.read().decode()  # pgsweep's app, not plain mlflow ui
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the group this test started
         server.wait(timeout=60)

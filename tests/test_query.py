@@ -83,7 +83,7 @@ def test_a_query_goes_beside_its_model_and_names_the_run_it_queried(yale_model, 
     from_file = client.get_run(_evaluate(compose_config, uri, str(path)).run_id)
     assert client.get_experiment(from_file.info.experiment_id).name == "pgsweep"
     assert MODEL_RUN_TAG not in from_file.data.tags
-    # every experiment pgsweep made opens in the MLflow UI's model-training view
+    # every experiment pgsweep made is of MLflow's "Machine learning" kind
     for name in ("faces", "mine", "pgsweep"):
         assert client.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == "custom_model_development", name
 
@@ -130,16 +130,45 @@ def test_override_keys_name_what_the_command_line_chose():
     assert not chose(override_keys(["database=1"]), "data.root")
 
 
-def test_the_experiment_kind_is_the_one_the_installed_mlflow_ui_writes():
+def test_the_experiment_kind_and_the_stored_view_are_the_ones_the_installed_mlflow_ui_uses():
     """The tag pgsweep sets is what MLflow's own experiment-kind selector writes for its
-    "Machine learning" kind, and the UI takes make ui's workflowType link (this MLflow's
-    JS bundle; a renamed tag or value in an upgrade fails here)."""
+    "Machine learning" kind. Its 3.17.2 UI takes the view (GenAI or model training) from
+    a link's workflowType, else the switch the browser stored (GenAI at first), and reads
+    the tag only behind a feature flag that this build fixes on (in Chromium a tagged
+    experiment opened in GenAI in a fresh browser, README). So pgsweep's server app
+    (pgsweep/mlflow_ui.py) stores the model-training view where the switch keeps it, under
+    WORKFLOW_TYPE_STORAGE_KEY, JSON-encoded as the UI writes and reads it. Read from the
+    installed MLflow's JS bundle: a renamed tag, key or value, a changed encoding, or a UI
+    that reads the tag, fails here."""
+    import re
+
     import mlflow
 
-    from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+    from pgsweep.mlflow_ui import MODEL_TRAINING_WORKFLOW_TYPE, WORKFLOW_TYPE_STORAGE_KEY
+    from pgsweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, UI_VIEW
 
     bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
-    code = "".join(path.read_text(errors="ignore") for path in bundle.glob("*.js"))
+    code = "".join(path.read_text(errors="ignore") for path in sorted(bundle.glob("*.js")))
     assert f'setExperimentTag({{experiment_id:t,key:"{EXPERIMENT_KIND_TAG}",value:n}})' in code
     assert f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING_KIND}"' in code
-    assert 'MACHINE_LEARNING="machine_learning"' in code and 'e.get("workflowType")' in code
+    assert f'e.GENAI="genai",e.MACHINE_LEARNING="{MODEL_TRAINING_WORKFLOW_TYPE}"' in code
+    assert 'e.get("workflowType")' in code and UI_VIEW == f"workflowType={MODEL_TRAINING_WORKFLOW_TYPE}"
+    name, version = WORKFLOW_TYPE_STORAGE_KEY.rsplit("_v", 1)
+    stored = re.search(rf'const ([\w$]+)=[\w$]+\.GENAI,.{{0,200}}\{{key:"{re.escape(name)}",version:{version},initialValue:\1\}}', code)
+    assert stored, "the stored switch moved, or no longer starts at GenAI"
+    # its useLocalStorage: the item `${key}_v${version}`, read with JSON.parse, written with JSON.stringify
+    storage = re.search(r'const ([\w$]+)=\(([\w$]+),([\w$]+)\)=>`\$\{\2\}_v\$\{\3\}`;'
+                        r'const [\w$]+=\([\w$,]+\)=>\{const ([\w$]+)=\1\([\w$]+,[\w$]+\);'
+                        r'try\{const ([\w$]+)=window\.localStorage\.getItem\(\4\);return \5\?JSON\.parse\(\5\):[\w$]+\}'
+                        r'.{0,80}=\1\([\w$]+,[\w$]+\),([\w$]+)=JSON\.stringify\([\w$]+\);try\{localStorage\.setItem\([\w$]+,\6\)', code)
+    assert storage, "the UI's localStorage keys or encoding changed: pgsweep/mlflow_ui.py stores the view as it did"
+    # the kind the UI goes by: flag ? kind-of(workflowType) : the tag's value
+    kind = re.search(r'\{const\{workflowType:([\w$]+)\}=\(0,[\w$.]+\)\(\),([\w$]+)=\(0,([\w$]+)\.([\w$]+)\)\(\);'
+                     r'return\(0,[\w$.]+\)\(\(\)=>\2\?[\w$]+\(\1\):\(e=>\{[^}]*"'
+                     + re.escape(EXPERIMENT_KIND_TAG) + r'"===e\.key', code)
+    assert kind, "the UI's experiment-kind hook changed: check in a browser whether it reads the tag now"
+    flags, flag = kind.group(3), kind.group(4)
+    module = re.findall(rf'\b{re.escape(flags)}=n\((\d+)\)', code[:kind.start()])[-1]
+    body = re.search(rf'[,{{]{module}\(e,t,n\)\{{(.*?)\}},\d+\(e,t,n\)\{{', code, re.S).group(1)
+    local = re.search(rf'[{{,]{re.escape(flag)}:\(\)=>([\w$]+)[,}}]', body).group(1)
+    assert re.search(rf'[,\s]{re.escape(local)}=\(\)=>!0[,;]', body), "the flag that hides the tag is no longer on"
