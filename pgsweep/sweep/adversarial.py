@@ -82,7 +82,8 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     prefix = {"auto": math_.find_affine_prefix(network), "none": None}.get(settings.affine_prefix,
                                                                               settings.affine_prefix)
     job = SweepJob(
-        model={"spec": model.spec.to_dict(),
+        # the thesis convnet keeps its spec, so its earlier shard folders (hashed from it) still resume
+        model={**({"spec": model.spec.to_dict()} if model.spec is not None else {"recipe": model.recipe.to_dict()}),
                "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}},
         images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
