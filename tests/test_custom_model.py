@@ -388,5 +388,5 @@ def test_readme_your_own_model_runs_as_written(rgb_folder, tmp_path):
             extra = short
         done = subprocess.run([*_command(), *words, *extra], cwd=tmp_path, capture_output=True, text=True,
                               timeout=600, env={**_env(), "PYTHONPATH": env_path})
-        assert done.returncode == 0, (command, done.stderr[-3000:])
+        assert done.returncode == 0, (command, done.stderr[-6000:])
     assert len(_runs(tmp_path / "mlflow.db")) == 4
