@@ -200,7 +200,8 @@ def resnet_bench(args) -> None:
     targets = list(range(10))
     steps = list(np.geomspace(0.01, 1.0, args.steps))
     points = len(images) * len(targets) * len(steps)
-    prefix = find_affine_prefix(network)
+    prefix = find_affine_prefix(network)  # the stem's conv and bn (given images, auto declines it: see below)
+    auto = find_affine_prefix(network, images[:1])
     unclipped = Perturbation("softmax", "l2")
     fast = evaluate_block(network, images, labels, range(len(images)), targets, steps, unclipped, prefix)
     plain = evaluate_block(network, images, labels, range(len(images)), targets, steps, unclipped, None)
@@ -220,7 +221,7 @@ def resnet_bench(args) -> None:
     inference_rate = len(perturbed) / medians["inference"]
     print(f"\nsmall ResNet, random 3x32x32 images: {len(images)} images x {len(targets)} targets x {len(steps)} "
           f"steps = {points:,} points; l2 steps; same predictions with and without the prefix; torch threads "
-          f"{torch.get_num_threads()}; {args.rounds} rounds, medians")
+          f"{torch.get_num_threads()}; {args.rounds} rounds, medians; affine_prefix=auto picks {auto}")
     print("| method | median | points/s | vs inference | vs torchattacks | vs per-point loop |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(row("plain inference of the perturbed images (img/s)", medians["inference"], len(perturbed),

@@ -245,6 +245,8 @@ def test_residual_net_fast_sweep_equals_the_plain_sweep():
     images, labels = torch.rand(6, 3, 16, 16), torch.arange(6) % 3
     prefix = find_affine_prefix(net)
     assert prefix == "bn"  # the stem's conv and batch norm, found in the fx graph
+    # ... which auto declines on images: its 4 channels are more values per step than the image's 3
+    assert find_affine_prefix(net, images[:1]) is None
     perturbation, steps = Perturbation("softmax", "l2"), [0.0, 0.5, 2.0, 8.0]
     plan = StepPlan.build(net, prefix, clip=False)
     directions = step_directions(input_gradients(net, images, [0, 1, 2], "softmax"), "l2")

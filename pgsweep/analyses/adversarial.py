@@ -138,9 +138,13 @@ def _affine_chain(network: nn.Module) -> tuple[GraphReplay, list[int]] | None:
     return replay, chain
 
 
-def find_affine_prefix(network: nn.Module) -> str | None:
+def find_affine_prefix(network: nn.Module, example: torch.Tensor | None = None) -> str | None:
     """The last layer of the leading run of affine modules (None if none): of an nn.Sequential's
     children, or of any other network's torch.fx graph (a residual net's stem conv and batch norm).
+
+    On a graph, given an `example` image batch, a prefix whose output is larger than the image
+    is not used: each step would add more values than it saves (measured on a small ResNet,
+    whose 3 -> 16 channel stem made the sweep slower, `make bench`).
 
     The thesis convnet gives `conv1` (standardization, then conv1, before tanh). Any
     module with parameters or buffers that is not a known affine type ends the run.
@@ -154,7 +158,17 @@ def find_affine_prefix(network: nn.Module) -> str | None:
         modules = [replay.modules[replay.nodes[i].target] for i in chain]
         if not chain or all(isinstance(m, (nn.Flatten, nn.Identity)) for m in modules):
             return None
-        return str(replay.nodes[chain[-1]].target)
+        name = str(replay.nodes[chain[-1]].target)
+        if example is not None:
+            parameter = next(network.parameters(), None)
+            x = example[:1] if parameter is None else example[:1].to(parameter.device, parameter.dtype)
+            with torch.no_grad():
+                out = _GraphPrefix(replay, chain[-1])(x)
+            if out.numel() > x.numel():
+                log.info("affine prefix: %s's output (%s) is larger than the image (%s): perturbing pixels "
+                         "is cheaper", name, tuple(out.shape[1:]), tuple(x.shape[1:]))
+                return None
+        return name
     if not children:
         return None
     last = None

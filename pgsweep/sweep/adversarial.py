@@ -79,7 +79,7 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     perturbation = replace(settings.perturbation(), step_kind=step_kind)
     steps = settings.fixed_steps() or math_.steps_from_norms(
         norms, step_kind, int(np.prod(images.shape[1:])), settings.rms_min, settings.rms_max, settings.step_count)
-    prefix = {"auto": math_.find_affine_prefix(network), "none": None}.get(settings.affine_prefix,
+    prefix = {"auto": math_.find_affine_prefix(network, images[:1]), "none": None}.get(settings.affine_prefix,
                                                                               settings.affine_prefix)
     job = SweepJob(
         # the thesis convnet keeps its spec, so its earlier shard folders (hashed from it) still resume
