@@ -10,13 +10,16 @@ from matplotlib.patches import Rectangle
 from pgsweep.plots.common import new_figure, show_image
 
 
-def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1) -> Figure:
+def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1,
+                           max_pool_after: bool = True) -> Figure:
     """The image with the receptive field of the highest-PG position outlined (red), the
     layer's activation maps (row 2) and PG maps (row 3), each row with its colour scale.
 
     image: (H, W) or (C, H, W), C 1 or 3; maps: anything with activation (F, h, w), pg
     (F, h, w), filter, row, col, box (top, left, bottom, right) like
     pgsweep.analyses.features.FeatureMaps. Filters are named `layer-unit` from 1.
+    max_pool_after: a 2x2 max pool follows the layer (the thesis convnet): the footnote explains
+    the checkerboard it leaves in the PG maps.
     """
     count = maps.activation.shape[0]
     figure = new_figure(max(1.45 * count + 1.4, 5.5), 5.6)
@@ -50,9 +53,10 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
     bar.set_label("activation", fontsize=7)
     bar = figure.colorbar(pg_image, cax=figure.add_subplot(grid[2, count]))
     bar.set_label("PG (red +, blue -)", fontsize=7)
-    figure.text(0.5, 0.0, "The 2x2 max pool after the layer passes the gradient to one position of each "
-                "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG.",
-                ha="center", va="top", fontsize=7, wrap=True)
+    note = ("The 2x2 max pool after the layer passes the gradient to one position of each "
+            "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG."
+            if max_pool_after else "+ marks the highest PG.")
+    figure.text(0.5, 0.0, note, ha="center", va="top", fontsize=7, wrap=True)
     return figure
 
 

@@ -82,6 +82,8 @@ def run(ctx) -> None:
     settings: AnalysisSettings = ctx.stage_settings["features"]
     network, names = ctx.model.network, ctx.images.class_names
     layer = feature_layer(ctx, settings, network)
+    spec = ctx.model.spec  # the thesis convnet: a 2x2 max pool follows each conv activation
+    max_pool_after = spec is not None and spec.pooling == "max" and spec.pool_size == 2 and layer.startswith("act")
     images, labels, indices = images_of(ctx, "test")
     number = _layer_number(ctx, layer)
     table = feature_table(network, images, layer, "all", settings.query.output, settings.query.image_chunk)
@@ -109,7 +111,8 @@ def run(ctx) -> None:
             ("lookalike", other, f"{source} ({names[c]}): what makes it look like {names[other]}"),
         ):
             maps = feature_maps(network, images[i], target, layer, settings.query.output)
-            ctx.tracker.log_figure(plots.characteristic_feature(images[i].numpy(), maps, title, number),
+            ctx.tracker.log_figure(plots.characteristic_feature(images[i].numpy(), maps, title, number,
+                                                                max_pool_after),
                                    f"features/{kind}_{figure_index}.png")
             for f in range(maps.activation.shape[0]):
                 maps_rows.append({
