@@ -392,3 +392,46 @@ def test_readme_your_own_model_runs_as_written(rgb_folder, tmp_path):
                               timeout=600, env={**_env(), "PYTHONPATH": env_path})
         assert done.returncode == 0, (command, done.stderr[-6000:])
     assert len(_runs(tmp_path / "mlflow.db")) == 4
+
+
+# ---------------------------------------------------------------- model files
+
+def test_model_file_records_the_target_and_rebuilds_it(tmp_path):
+    from pgsweep.models.checkpoint import TrainedModel
+    from pgsweep.models.spec import ModelRecipe
+
+    recipe = ModelRecipe(TARGET, {"width": 4}, num_classes=3, in_channels=3, input_size=16,
+                         input_mean=(0.4, 0.5, 0.6), input_std=0.25)
+    from pgsweep.models.build import build_network
+
+    model = TrainedModel(build_network(recipe), ("a", "b", "c"), {"dataset": "folder"}, recipe)
+    path = model.save(tmp_path / "pgsweep-model.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["version"] == 2 and payload["recipe"]["target"] == TARGET
+    assert payload["input"]["channels"] == 3 and payload["input"]["range"] == [0.0, 1.0]
+    loaded = TrainedModel.load(path)
+    x = torch.rand(4, 3, 16, 16)
+    torch.testing.assert_close(loaded.network(x), model.network(x))  # weights and standardisation both
+    assert loaded.recipe.input_mean == (0.4, 0.5, 0.6) and loaded.class_names == ("a", "b", "c")
+
+    payload["recipe"]["target"] = "gone_pkg.nets.Net"  # the class's package was uninstalled since
+    torch.save(payload, tmp_path / "gone.pt")
+    with pytest.raises(PgsweepError) as error:
+        TrainedModel.load(tmp_path / "gone.pt")
+    assert str(error.value) == ("the model's class (recorded in gone.pt) 'gone_pkg.nets.Net' does not import: "
+                                "no module named 'gone_pkg' (is its package installed, or on PYTHONPATH?)")
+
+
+def test_a_version_1_model_file_still_loads(tmp_path):
+    from pgsweep.models.checkpoint import TrainedModel
+    from pgsweep.models.convnet import ThesisConvNet
+    from pgsweep.models.spec import ConvNetSpec
+
+    torch.manual_seed(0)
+    network = ThesisConvNet(ConvNetSpec(num_classes=4, input_size=32, kernel_size=3, input_mean=0.3, input_std=0.2))
+    torch.save({"format": "pgsweep-model", "version": 1, "spec": network.spec.to_dict(), "class_names": list("abcd"),
+                "provenance": {}, "state_dict": network.state_dict()}, tmp_path / "v1.pt")
+    loaded = TrainedModel.load(tmp_path / "v1.pt")
+    assert isinstance(loaded.network, ThesisConvNet) and loaded.spec == network.spec
+    x = torch.rand(3, 1, 32, 32)
+    torch.testing.assert_close(loaded.network(x), network.eval()(x))
