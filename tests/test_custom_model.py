@@ -325,6 +325,7 @@ def _bad_weights(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("overrides, message", [
+    (("model.net._target_=???",), "model.net._target_ is not set: name the network's class"),
     (("model.net._target_=test_custom_model.Features",),
      "model.net 'test_custom_model.Features' returns (2, 8, 1, 1) for 2 images; it must return logits shaped "
      "(N, classes) = (2, 3)"),
