@@ -85,9 +85,6 @@ DATA_ARGUMENTS = ("num_classes", "in_channels", "input_size")
 INPUT_ARGUMENTS = ("input_mean", "input_std")
 _THESIS_KEYS = ("conv_channels", "kernel_size", "padding", "pool_size", "pooling", "hidden_units", "activation")
 
-Pixels = "float | tuple[float, ...]"  # one value for every channel, or one per channel
-
-
 @dataclass(frozen=True, eq=False)
 class ModelRecipe:
     """How to rebuild a network: the `_target_`, its own arguments, and what pgsweep passes.
@@ -95,7 +92,8 @@ class ModelRecipe:
     target:      dotted path of an nn.Module class (or a function returning one)
     arguments:   the config's other keys of `model.net` (plain values; nested `_target_`s allowed)
     num_classes, in_channels, input_size: from the data
-    input_mean, input_std: pixel standardisation inside the network (scalars or per channel)
+    input_mean, input_std: pixel standardisation inside the network (a float, or a tuple of
+                 one per channel)
     """
 
     target: str
