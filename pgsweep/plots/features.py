@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib import patheffects
 from matplotlib.patches import Rectangle
 
 from pgsweep.plots.common import new_figure, show_image
+
+
+def _box(left, top, right, bottom) -> Rectangle:
+    """The receptive field's red outline, with a white halo so it shows on a red or dark colour image too."""
+    box = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5)
+    box.set_path_effects([patheffects.withStroke(linewidth=3.5, foreground="white")])
+    return box
 
 
 def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1,
@@ -27,7 +35,7 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
     ax = figure.add_subplot(grid[0, :count])
     show_image(ax, image)
     top, left, bottom, right = maps.box
-    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5))
+    ax.add_patch(_box(left, top, right, bottom))
     ax.set_title(title, fontsize=9)
     peak = f"{layer_number}-{maps.filter + 1}"
     ax.set_xlabel(f"red box: the input pixels that filter {peak}'s peak-PG position sees", fontsize=8)
@@ -80,8 +88,9 @@ def feature_boxes(faces, rows, class_names) -> Figure:
             if not len(picked):
                 continue
             best = picked.iloc[0]
-            ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
-                                   best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            box = ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
+                                         best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            box.set_path_effects([patheffects.withStroke(linewidth=4, foreground="white")])
             what = face["class_name"] if own else f"like {class_names[int(best['target'])]}"
             ax.set_title(f"{what}\nfilter {best['filter_name']}", fontsize=8, color=colour)
         axes[0, i].set_xlabel(str(face.get("source", "")), fontsize=7)
