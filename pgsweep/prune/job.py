@@ -39,7 +39,7 @@ from pgsweep.evaluate import error_report
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.prune.criteria import filter_scores, lowest
 from pgsweep.prune.schedule import PruneSettings, removal_counts
-from pgsweep.prune.surgery import PruningRecord, latency, producing_conv, remove_filters, size
+from pgsweep.prune.surgery import PruningRecord, producing_conv, remove_filters, size
 from pgsweep.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class PruneJob:
 
     def describe(self) -> dict:
         settings = asdict(self.settings)
-        for key in ("output_dir", "progress_bar"):  # where and how, not what
+        for key in ("output_dir", "progress_bar", "latency_batch", "latency_repeats"):  # not the tasks' work
             settings.pop(key)
         return {"spec": self.model.spec.to_dict(), "pruning": self.model.pruning, "layers": list(self.layers),
                 "settings": settings,  # of the trainer, only what fine-tuning uses
@@ -126,8 +126,8 @@ class PruneJob:
     def run(self, task: PruneTask, network: torch.nn.Module | None = None) -> pd.DataFrame:
         """The task's table: step 0 (the trained network) and one row per step of the schedule.
 
-        The last row also carries the final pruned model as a model file's bytes
-        (`model_file`, empty elsewhere), which the driver logs.
+        Every row carries its step's network as a model file's bytes (`model_file`): the
+        driver times them all side by side (`latency_ms`) and logs the last step's.
         """
         settings = self.settings
         base = copy.deepcopy(network if network is not None else self.network()).cpu().eval()
@@ -138,8 +138,6 @@ class PruneJob:
         total = sum(widths.values())
         base_record = PruningRecord.from_dict(self.model.pruning) if self.model.pruning else \
             PruningRecord(tuple(example.shape))
-        repeat = -(-settings.latency_batch // len(self.test_images))
-        batch = self.test_images.repeat(repeat, 1, 1, 1)[: settings.latency_batch].contiguous()
         fractions = settings.fractions()
         counts = removal_counts(widths, fractions)
         number = _layer_numbers(base, self.layers)  # filters are named `layer-unit` as in the analyses
@@ -161,13 +159,15 @@ class PruneJob:
                 "test_error_before": before.error if before is not None else after.error,
                 "test_error": after.error, "test_loss": after.loss,
                 "params": params, "macs": macs,
-                "latency_ms": 1000 * latency(net, batch, settings.latency_repeats),
-                "latency_batch": settings.latency_batch,
                 "removed_filters": ",".join(names), "removed_now": ",".join(removed_now),
                 "widths": json.dumps({layer: len(alive[layer]) for layer in self.layers}),
-                "seconds": seconds, "model_file": b"",
+                "seconds": seconds,
+                # the network as a model file: the driver times every step's network side by side
+                "model_file": _model_bytes(TrainedModel(copy.deepcopy(net), self.model.class_names,
+                                                        self._provenance(task), step_record.to_dict())),
             }
 
+        step_record = base_record
         rows = [row(0, 0.0, base, {layer: list(range(w)) for layer, w in widths.items()}, [], None, 0.0)]
         current, alive, record = copy.deepcopy(base), {layer: list(range(w)) for layer, w in widths.items()}, base_record
         ranked_once = scores_of(base, 0) if settings.mode == "one_shot" else None
@@ -189,12 +189,11 @@ class PruneJob:
                 alive[layer] = [c for i, c in enumerate(alive[layer]) if i not in set(picked)]
             remove_filters(current, removal, example)
             record = record.then({conv: channels for conv, channels in removal.items() if channels})
+            step_record = record
             before = error_report(current, self.test_images, self.test_labels, self.test_sources, "test")
             finetune(current, self.train_images, self.train_labels, self.trainer, settings.finetune_epochs,
                      task.seed * 1000 + step)
             rows.append(row(step, fraction, current, alive, removed_now, before, time.perf_counter() - started))
-        pruned = TrainedModel(current, self.model.class_names, self._provenance(task), record.to_dict())
-        rows[-1]["model_file"] = _model_bytes(pruned)
         return pd.DataFrame(rows)
 
     def _provenance(self, task: PruneTask) -> dict:

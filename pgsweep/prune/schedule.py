@@ -46,7 +46,7 @@ class PruneSettings:
     norm: str = "l2"                     # a filter's score from its map (the PG and loss-gradient criteria)
     image_chunk: int = 128               # images per scoring pass (memory only)
     latency_batch: int = 64              # images per timed forward pass
-    latency_repeats: int = 20            # timed passes; the median is logged
+    latency_repeats: int = 10            # interleaved rounds timing every network once; the median is logged
     output_dir: str = "outputs/prune"    # finished tasks, one folder per (model, settings): resumable
     progress_bar: str = "auto"
 

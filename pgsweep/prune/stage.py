@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from pgsweep.prune import plots
 from pgsweep.prune.job import PruneJob, PruneTask, read_model
 from pgsweep.prune.schedule import PruneSettings, check_widths
 from pgsweep.prune.summary import comparisons, markdown, summarize
-from pgsweep.prune.surgery import producing_conv
+from pgsweep.prune.surgery import latencies, producing_conv
 from pgsweep.settings import CONV_LAYERS
 from pgsweep.sweep.adversarial import ray_settings
 from pgsweep.sweep.grid import ShardStore
@@ -117,7 +118,9 @@ def run(ctx) -> None:
     stats = run_sweep(job, tasks, store, ray, key, progress=settings.show_progress_bar(), label="prune")
     tables = [pd.read_parquet(folder / f"shards/{t.index:06d}.parquet") for t in tasks]
     curves = pd.concat(tables, ignore_index=True)
-    model_files = {(r.criterion, int(r.seed)): r.model_file for r in curves.itertuples() if len(r.model_file)}
+    curves = _timed(curves, job.test_images, settings)
+    last = curves.step.max()
+    model_files = {(r.criterion, int(r.seed)): r.model_file for r in curves.itertuples() if r.step == last}
     curves = curves.drop(columns="model_file")
     uris = _log_models(tracker, model_files)
     summary, compared, text = summarize(curves), comparisons(summarize(curves)), markdown(curves)
@@ -142,12 +145,25 @@ def run(ctx) -> None:
     ctx.reports["prune"] = PruneReport(curves, summary, compared, uris, folder)
 
 
+def _timed(curves: pd.DataFrame, test_images, settings: PruneSettings) -> pd.DataFrame:
+    """latency_ms of every row's network, all timed here side by side after the tasks (on one
+    thread, interleaved rounds), so no task's number depends on what ran beside it."""
+    started = time.perf_counter()
+    repeat = -(-settings.latency_batch // len(test_images))
+    batch = test_images.repeat(repeat, 1, 1, 1)[: settings.latency_batch].contiguous()
+    networks = [read_model(data).network for data in curves.model_file]
+    seconds = latencies(networks, batch, settings.latency_repeats)
+    log.info("prune: timed %d networks x %d rounds in %.1fs", len(networks), settings.latency_repeats,
+             time.perf_counter() - started)
+    return curves.assign(latency_ms=[1000 * t for t in seconds], latency_batch=settings.latency_batch)
+
+
 def _log_models(tracker, model_files: dict[tuple[str, int], bytes]) -> dict[tuple[str, int], str]:
-    """Each final pruned model as prune/models/<criterion>_seed<k>/pgsweep-model.pt; checked to load."""
+    """Each final pruned model as prune/models/<criterion>_seed<k>/pgsweep-model.pt (each loaded once
+    already, when it was timed)."""
     uris = {}
     with tempfile.TemporaryDirectory() as folder:
         for (criterion, seed), data in model_files.items():
-            read_model(data)  # what is logged loads (its pruning record replays)
             name = f"{criterion}_seed{seed}"
             path = Path(folder) / name / MODEL_FILE
             path.parent.mkdir()

@@ -6,7 +6,8 @@ prints the same summary the `prune` stage logged (prune/summary.md), read back f
 the run's curves table, so the numbers quoted anywhere come from a command.
 
 The verdict of a PG criterion against another (magnitude, Taylor, random), on the test
-error after the last step's fine-tuning, over the seeds:
+error at the last step, after its fine-tuning and (a second verdict) just before it, over
+the seeds:
   beats:        PG's worst seed is better than the other's best seed (the spreads do not overlap)
   lower mean:   PG's mean error is lower, the spreads overlap
   ties:         equal means
@@ -40,6 +41,8 @@ def summarize(curves: pd.DataFrame) -> pd.DataFrame:
             if len(final) > 1 else 0.0,
             "test_error_min": float(final.test_error.min()), "test_error_max": float(final.test_error.max()),
             "before_finetune_mean": float(final.test_error_before.mean()),
+            "before_finetune_min": float(final.test_error_before.min()),
+            "before_finetune_max": float(final.test_error_before.max()),
             "mean_over_steps": float(steps.mean()),
             "intact_test_error": float(intact.test_error.mean()),
             "params": float(final.params.mean()), "intact_params": float(intact.params.mean()),
@@ -49,12 +52,13 @@ def summarize(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict(pg: pd.Series, other: pd.Series) -> str:
-    if pg.test_error_max < other.test_error_min:
+def verdict(pg: pd.Series, other: pd.Series, column: str = "test_error") -> str:
+    """column: test_error (after fine-tuning) or before_finetune, at the last step."""
+    if pg[f"{column}_max"] < other[f"{column}_min"]:
         return "beats"
-    if np.isclose(pg.test_error_mean, other.test_error_mean):
+    if np.isclose(pg[f"{column}_mean"], other[f"{column}_mean"]):
         return "ties"
-    return "lower mean" if pg.test_error_mean < other.test_error_mean else "does not beat"
+    return "lower mean" if pg[f"{column}_mean"] < other[f"{column}_mean"] else "does not beat"
 
 
 def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +70,11 @@ def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
             if pg in by.index and other in by.index:
                 rows.append({"pg": pg, "other": other,
                              "difference": float(by.loc[pg, "test_error_mean"] - by.loc[other, "test_error_mean"]),
-                             "verdict": verdict(by.loc[pg], by.loc[other])})
-    return pd.DataFrame(rows, columns=["pg", "other", "difference", "verdict"])
+                             "verdict": verdict(by.loc[pg], by.loc[other]),
+                             "difference_before": float(by.loc[pg, "before_finetune_mean"]
+                                                        - by.loc[other, "before_finetune_mean"]),
+                             "verdict_before": verdict(by.loc[pg], by.loc[other], "before_finetune")})
+    return pd.DataFrame(rows, columns=["pg", "other", "difference", "verdict", "difference_before", "verdict_before"])
 
 
 def _spread(row) -> str:
@@ -89,20 +96,23 @@ def markdown(curves: pd.DataFrame) -> str:
         f"{intact.params.mean():,.0f} parameters, {intact.macs.mean():,.0f} MACs, "
         f"{intact.latency_ms.mean():.2f} ms per batch of {int(first.latency_batch)}.",
         "",
-        f"| criterion | test error after step {last} (mean ± sd [min, max]) | before fine-tuning | "
-        f"mean over steps | parameters | MACs | latency (ms) |",
+        f"| criterion | test error after step {last} (mean ± sd [min, max]) | before its fine-tuning "
+        f"(mean [min, max]) | after, mean over steps | parameters | MACs | latency (ms) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in summary.sort_values("test_error_mean").itertuples():
-        lines.append(f"| {row.criterion} | {_spread(row)} | {row.before_finetune_mean:.3f} | {row.mean_over_steps:.3f} "
+        before = f"{row.before_finetune_mean:.3f} [{row.before_finetune_min:.3f}, {row.before_finetune_max:.3f}]"
+        lines.append(f"| {row.criterion} | {_spread(row)} | {before} | {row.mean_over_steps:.3f} "
                      f"| {row.params:,.0f} ({row.params / row.intact_params:.0%}) "
                      f"| {row.macs:,.0f} ({row.macs / row.intact_macs:.0%}) "
                      f"| {row.latency_ms:.2f} ({row.latency_ms / row.intact_latency_ms:.0%}) |")
     compared = comparisons(summary)
     if len(compared):
-        lines += ["", "| PG criterion | against | difference in mean error (PG - other) | verdict |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {r.pg} | {r.other} | {r.difference:+.3f} | {r.verdict} |" for r in compared.itertuples()]
+        lines += ["", f"At step {last}, test error of PG minus the other's (mean over seeds):", "",
+                  "| PG criterion | against | after fine-tuning | verdict | before fine-tuning | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.pg} | {r.other} | {r.difference:+.3f} | {r.verdict} | {r.difference_before:+.3f} "
+                  f"| {r.verdict_before} |" for r in compared.itertuples()]
         lines += ["", "beats: PG's worst seed is better than the other's best; lower mean: lower on average, "
                       "the seeds' spreads overlap."]
     return "\n".join(lines) + "\n"

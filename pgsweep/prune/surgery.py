@@ -122,13 +122,24 @@ def size(network: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def latency(network: nn.Module, batch: torch.Tensor, repeats: int) -> float:
-    """Median seconds of one forward pass of `batch` on the CPU, after one untimed warm-up pass."""
-    network = network.eval()
-    network(batch)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        network(batch)
-        times.append(time.perf_counter() - started)
-    return float(statistics.median(times))
+def latencies(networks: Sequence[nn.Module], batch: torch.Tensor, rounds: int, seed: int = 0) -> list[float]:
+    """Median seconds of one forward pass of `batch` through each network, on one CPU thread.
+
+    Interleaved: each round times every network once, in a new random order, so a burst of
+    load from elsewhere on the machine falls on all of them alike instead of on a few.
+    """
+    rng = np.random.default_rng(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    times: list[list[float]] = [[] for _ in networks]
+    try:
+        for network in networks:  # warm-up, untimed
+            network.eval()(batch)
+        for _ in range(rounds):
+            for i in rng.permutation(len(networks)):
+                started = time.perf_counter()
+                networks[i](batch)
+                times[i].append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return [float(statistics.median(t)) for t in times]
