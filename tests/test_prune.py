@@ -270,7 +270,7 @@ def test_the_stage_logs_curves_figures_summary_and_models(pruned):
     assert metrics["prune/tasks_computed"] == 6
 
 
-def test_a_pruned_model_loads_evaluates_and_runs_the_rank_stage(pruned):
+def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     store, result = pruned
     uri = result.reports["prune"].model_uris[("pg_softmax", 1)]
     model = resolve_model(uri, f"sqlite:///{store}/mlflow.db")
@@ -278,11 +278,17 @@ def test_a_pruned_model_loads_evaluates_and_runs_the_rank_stage(pruned):
     widths = [model.network.conv1.out_channels, model.network.conv2.out_channels, model.network.conv3.out_channels]
     assert widths == [3, 5, 6]  # ... and the pruned widths, replayed
     assert model.provenance["pruned"]["criterion"] == "pg_softmax"
-    query = run_pipeline(_compose(store, "stages=[evaluate,rank]", f"model_ref={uri}"))
+    small = ["analysis.knockout.classes=[0,1]", "analysis.knockout.random_orderings=2", "analysis.features.images=1",
+             "ray.enabled=false", "adversarial.max_images=8", "adversarial.targets=[0,1]", "adversarial.examples=1",
+             "adversarial.progress_bar=false", f"adversarial.output_dir={store}/adversarial"]
+    query = run_pipeline(_compose(store, "stages=[evaluate,rank,knockout,diagrams,features,adversarial]",
+                                  f"model_ref={uri}", *small))
     curves = result.reports["prune"].curves
     final = curves[(curves.criterion == "pg_softmax") & (curves.seed == 1)].sort_values("step").iloc[-1]
     assert query.reports["evaluate"]["test"].error == pytest.approx(final.test_error)
     assert query.reports["rank"].scores.units.sizes == (3, 5, 6)
+    assert query.reports["knockout"].curves.step.max() == 14  # 3 + 5 + 6 filters
+    assert len(query.reports["adversarial"].results) == 8 * 2 * 10  # images x targets x steps
 
 
 def test_the_same_command_resumes_from_the_finished_tasks(pruned):
