@@ -141,6 +141,29 @@ def test_the_job_removes_a_useless_filter_of_the_thesis_convnet_first_by_every_s
         assert first.params < table.iloc[0].params and first.macs < table.iloc[0].macs
 
 
+@pytest.mark.parametrize("mode", ["one_shot", "iterative"])
+def test_both_modes_remove_the_lowest_weights_by_magnitude(mode):
+    """Without fine-tuning the weights stay, so one-shot (the trained network cut to each fraction
+    by one ranking) and iterative (re-scored each step) remove the same filters of act3."""
+    net = _random_net()
+    images, labels = _images()
+    l1 = net.conv3.weight.detach().abs().sum((1, 2, 3)).numpy()
+    settings = PruneSettings(criteria=("magnitude",), seeds=(0,), step_fraction=0.2, final_fraction=0.4,
+                             mode=mode, finetune_epochs=0, layers=("act3",), latency_repeats=1)
+    job = PruneJob(TrainedModel(net, ("a", "b", "c", "d")), ("act3",), images, labels, images, labels, images,
+                   labels, tuple(f"image{i}" for i in range(len(images))), settings, TrainSettings(),
+                   (PruneTask(0, "magnitude", 0),))
+    table = job.run(job.tasks[0])
+    for step, count in ((1, 2), (2, 4)):
+        expected = sorted(f"3-{c + 1}" for c in np.argsort(l1)[:count])
+        assert sorted(table.removed_filters[step].split(",")) == expected
+    assert table.step.tolist() == [0, 1, 2] and (table["mode"] == mode).all()
+    if mode == "one_shot":  # each step prunes the trained network: step 2 lists all 4 as removed now
+        assert len(table.removed_now[2].split(",")) == 4
+    else:
+        assert len(table.removed_now[2].split(",")) == 2
+
+
 # ---------------------------------------------------------------- surgery = knockout
 
 REMOVED = {"act1": [1], "act2": [0, 5], "act3": [2, 7, 9]}
@@ -243,7 +266,7 @@ def pruned(tmp_path_factory):
     return store, run_pipeline(_compose(store, "stages=[train,prune]", "trainer.max_epochs=2", *SMALL))
 
 
-def test_the_stage_logs_curves_figures_summary_and_models(pruned):
+def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
     store, result = pruned
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     names = {Path(a.path).name for a in client.list_artifacts(result.run_id, "prune")}
@@ -268,6 +291,11 @@ def test_the_stage_logs_curves_figures_summary_and_models(pruned):
     text = Path(client.download_artifacts(result.run_id, "prune/summary.md")).read_text()
     assert "| pg_softmax | magnitude |" in text
     assert metrics["prune/tasks_computed"] == 6
+    # the same summary, printed again from the run's curves table
+    from pgsweep.prune import summary
+
+    assert summary.main([result.run_id, "--tracking-uri", f"sqlite:///{store}/mlflow.db"]) == 0
+    assert capsys.readouterr().out == text
 
 
 def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
