@@ -266,6 +266,7 @@ def pruned(tmp_path_factory):
     return store, run_pipeline(_compose(store, "stages=[train,prune]", "trainer.max_epochs=2", *SMALL))
 
 
+@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
 def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
     store, result = pruned
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
@@ -298,6 +299,7 @@ def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
     assert capsys.readouterr().out == text
 
 
+@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
 def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     store, result = pruned
     uri = result.reports["prune"].model_uris[("pg_softmax", 1)]
@@ -319,6 +321,7 @@ def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     assert len(query.reports["adversarial"].results) == 8 * 2 * 10  # images x targets x steps
 
 
+@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
 def test_the_same_command_resumes_from_the_finished_tasks(pruned):
     store, first = pruned
     again = run_pipeline(_compose(store, "stages=[prune]", f"model_ref={first.run_id}", *SMALL))
@@ -328,6 +331,22 @@ def test_the_same_command_resumes_from_the_finished_tasks(pruned):
     # the same table; only the latencies are timed again
     pd.testing.assert_frame_equal(again.reports["prune"].curves.drop(columns="latency_ms"),
                                   first.reports["prune"].curves.drop(columns="latency_ms"))
+
+
+@pytest.mark.xdist_group(name="prune_stage")
+def test_tasks_on_ray_give_the_table_computed_in_the_driver(pruned):
+    """The same tasks as Ray tasks on a local Ray of 2 workers: the same filters removed, the
+    same sizes, the same errors (to one test image: a worker runs torch on one thread)."""
+    store, first = pruned
+    on_ray = [o for o in SMALL if not o.startswith(("ray.enabled", "prune.criteria", "prune.seeds"))]
+    result = run_pipeline(_compose(store, "stages=[prune]", f"model_ref={first.run_id}", *on_ray,
+                                   "prune.criteria=[pg_softmax,random]", "prune.seeds=[1]", "ray.num_cpus=2"))
+    columns = ["criterion", "seed", "step", "filters_removed", "removed_filters", "params", "macs"]
+    local = first.reports["prune"].curves
+    local = local[local.criterion.isin(["pg_softmax", "random"]) & (local.seed == 1)].reset_index(drop=True)
+    remote = result.reports["prune"].curves
+    pd.testing.assert_frame_equal(remote[columns], local[columns])
+    assert (remote.test_error - local.test_error).abs().max() <= 1 / 449 + 1e-9
 
 
 # ---------------------------------------------------------------- bad input
