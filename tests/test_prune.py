@@ -266,7 +266,7 @@ def pruned(tmp_path_factory):
     return store, run_pipeline(_compose(store, "stages=[train,prune]", "trainer.max_epochs=2", *SMALL))
 
 
-@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
+@pytest.mark.xdist_group(name="ray")  # with the Ray test below: one worker, the fixture's model trained once
 def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
     store, result = pruned
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
@@ -299,7 +299,7 @@ def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
     assert capsys.readouterr().out == text
 
 
-@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
+@pytest.mark.xdist_group(name="ray")  # with the Ray test below: one worker, the fixture's model trained once
 def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     store, result = pruned
     uri = result.reports["prune"].model_uris[("pg_softmax", 1)]
@@ -321,7 +321,7 @@ def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     assert len(query.reports["adversarial"].results) == 8 * 2 * 10  # images x targets x steps
 
 
-@pytest.mark.xdist_group(name="prune_stage")  # one worker trains the fixture's model once
+@pytest.mark.xdist_group(name="ray")  # with the Ray test below: one worker, the fixture's model trained once
 def test_the_same_command_resumes_from_the_finished_tasks(pruned):
     store, first = pruned
     again = run_pipeline(_compose(store, "stages=[prune]", f"model_ref={first.run_id}", *SMALL))
@@ -333,7 +333,7 @@ def test_the_same_command_resumes_from_the_finished_tasks(pruned):
                                   first.reports["prune"].curves.drop(columns="latency_ms"))
 
 
-@pytest.mark.xdist_group(name="prune_stage")
+@pytest.mark.xdist_group(name="ray")  # Ray clusters started in parallel under xdist time out
 def test_tasks_on_ray_give_the_table_computed_in_the_driver(pruned):
     """The same tasks as Ray tasks on a local Ray of 2 workers: the same filters removed, the
     same sizes, the same errors (to one test image: a worker runs torch on one thread)."""
