@@ -32,7 +32,7 @@ from pgsweep.prune.schedule import PruneSettings, removal_counts
 from pgsweep.prune.surgery import PruningRecord, remove_filters, replay
 from pgsweep.settings import TrainSettings
 from pgsweep.testing.models import KNOCKOUT_WEIGHTS, knockout_images
-from pgsweep.tracking import resolve_model
+from pgsweep import load_model
 
 SENSIBLE = ("pg_softmax", "pg_logit", "taylor", "loss_gradient", "activation", "magnitude")
 
@@ -303,7 +303,7 @@ def test_the_stage_logs_curves_figures_summary_and_models(pruned, capsys):
 def test_a_pruned_model_loads_and_every_query_stage_runs_on_it(pruned):
     store, result = pruned
     uri = result.reports["prune"].model_uris[("pg_softmax", 1)]
-    model = resolve_model(uri, f"sqlite:///{store}/mlflow.db")
+    model = load_model(uri, f"sqlite:///{store}/mlflow.db")
     assert model.spec.conv_channels == (5, 8, 10)  # the base network's description ...
     widths = [model.network.conv1.out_channels, model.network.conv2.out_channels, model.network.conv3.out_channels]
     assert widths == [3, 5, 6]  # ... and the pruned widths, replayed
