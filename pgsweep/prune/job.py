@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import logging
+import signal
 import tempfile
 import time
 import warnings
@@ -34,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pgsweep.analyses.units import default_layers, unit_label
-from pgsweep.errors import QueryError
+from pgsweep.errors import Interrupted, QueryError
 from pgsweep.evaluate import error_report
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.prune.criteria import filter_scores, lowest
@@ -60,6 +61,7 @@ def finetune(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     if epochs < 1:
         return network.eval()
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from pgsweep.models.lightning import ClassifierModule
     from pgsweep.train import _quiet_lightning
@@ -74,7 +76,14 @@ def finetune(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
                          num_sanity_val_steps=0, limit_val_batches=0)
     loader = DataLoader(TensorDataset(images, labels), batch_size=settings.batch_size, shuffle=True, num_workers=0)
     network.train()
-    trainer.fit(module, train_dataloaders=loader)
+    try:
+        trainer.fit(module, train_dataloaders=loader)
+    except SIGTERMException:  # as in pgsweep.train: Lightning would exit 0 on SIGTERM
+        raise Interrupted(signal.SIGTERM) from None
+    except SystemExit:
+        if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1
+            raise KeyboardInterrupt from None
+        raise
     return network.eval()
 
 
