@@ -123,7 +123,8 @@ def run(ctx) -> None:
     model_files = {(r.criterion, int(r.seed)): r.model_file for r in curves.itertuples() if r.step == last}
     curves = curves.drop(columns="model_file")
     uris = _log_models(tracker, model_files)
-    summary, compared, text = summarize(curves), comparisons(summarize(curves)), markdown(curves)
+    summary = summarize(curves)
+    compared, text = comparisons(summary), markdown(curves)
     tracker.log_table(curves, "prune/curves.parquet")
     tracker.log_table(summary, "prune/summary.parquet")
     tracker.log_text(text, "prune/summary.md")
