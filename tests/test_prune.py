@@ -27,7 +27,7 @@ from pgsweep.models.convnet import ThesisConvNet
 from pgsweep.models.spec import ConvNetSpec
 from pgsweep.pipeline import run_pipeline
 from pgsweep.prune.criteria import filter_scores, lowest, normalize_classes
-from pgsweep.prune.job import PruneJob, PruneTask
+from pgsweep.prune.job import PruneJob, PruneTask, read_model
 from pgsweep.prune.schedule import PruneSettings, removal_counts
 from pgsweep.prune.surgery import PruningRecord, remove_filters, replay
 from pgsweep.settings import TrainSettings
@@ -162,6 +162,28 @@ def test_both_modes_remove_the_lowest_weights_by_magnitude(mode):
         assert len(table.removed_now[2].split(",")) == 4
     else:
         assert len(table.removed_now[2].split(",")) == 2
+
+
+def test_pruning_a_pruned_model_extends_its_record():
+    net = _random_net()
+    images, labels = _images()
+    first = PruningRecord(tuple(images[:1].shape)).then({"conv3": [0, 1]})
+    remove_filters(net, first.steps[0], images[:1])
+    model = TrainedModel(net, ("a", "b", "c", "d"), {}, first.to_dict())
+    settings = PruneSettings(criteria=("random",), seeds=(0,), step_fraction=0.25, final_fraction=0.25,
+                             finetune_epochs=0, layers=("act3",), latency_repeats=1)
+    job = PruneJob(model, ("act3",), images, labels, images, labels, images, labels,
+                   tuple(f"image{i}" for i in range(len(images))), settings, TrainSettings(),
+                   (PruneTask(0, "random", 0),))
+    table = job.run(job.tasks[0])
+    assert table.filters_total[0] == 8 and table.filters_removed[1] == 2  # a quarter of the 8 left
+    final = read_model(table.model_file[1])
+    assert len(final.pruning["steps"]) == 2 and final.network.conv3.out_channels == 6
+    with torch.no_grad():  # loading inside no_grad works too (Torch-Pruning traces with autograd)
+        again = read_model(table.model_file[1])
+        torch.testing.assert_close(again.network(images), final.network(images))
+        error = float((final.network(images).argmax(1) != labels).float().mean())
+    assert table.test_error[1] == pytest.approx(error)
 
 
 # ---------------------------------------------------------------- surgery = knockout

@@ -69,7 +69,10 @@ def producing_conv(network: nn.Module, layer: str) -> str:
 
 
 def _graph(network: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(network, example_inputs=example, verbose=False)
+    # Torch-Pruning traces the autograd graph: a caller's torch.no_grad() (loading a model
+    # inside one) would stop it
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(network, example_inputs=example, verbose=False)
 
 
 def remove_filters(network: nn.Module, removal: Mapping[str, Sequence[int]], example: torch.Tensor) -> None:
