@@ -21,11 +21,14 @@ class TrainedModel:
 
     provenance records the data it saw: dataset name, image size, split settings and
     the source of every test image, so later stages can query the same test set.
+    pruning: for a pruned network, the filters removed from the base network the spec
+    describes (pgsweep.prune.surgery.PruningRecord as a dict), replayed when it loads.
     """
 
     network: ThesisConvNet
     class_names: tuple[str, ...]
     provenance: dict = field(default_factory=dict)
+    pruning: dict | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -44,6 +47,7 @@ class TrainedModel:
             "spec": self.spec.to_dict(),
             "class_names": list(self.class_names),
             "provenance": self.provenance,
+            **({"pruning": self.pruning} if self.pruning else {}),
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
         }
         partial = path.with_name(path.name + ".partial")
@@ -65,5 +69,10 @@ class TrainedModel:
         if payload.get("version") != _VERSION:
             raise ModelError(f"{path} has model format version {payload.get('version')}; this pgsweep reads {_VERSION}")
         network = ThesisConvNet(ConvNetSpec.from_dict(payload["spec"]))
+        pruning = payload.get("pruning")
+        if pruning:  # the base network's layers, cut to the pruned widths before the weights load
+            from pgsweep.prune.surgery import replay
+
+            replay(network, pruning)
         network.load_state_dict(payload["state_dict"])
-        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}))
+        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}), pruning or None)

@@ -83,7 +83,8 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
                                                                               settings.affine_prefix)
     job = SweepJob(
         model={"spec": model.spec.to_dict(),
-               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}},
+               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+               "pruning": model.pruning},
         images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
         affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,

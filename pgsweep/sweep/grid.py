@@ -52,7 +52,8 @@ def make_shards(images: int, targets: Sequence[int], images_per_shard: int, targ
 class SweepJob:
     """Everything a worker needs, as plain data (put in Ray's object store once).
 
-    model: {"spec": ConvNetSpec dict, "state_dict": tensors}; images (N, *x) in pixel
+    model: {"spec": ConvNetSpec dict, "state_dict": tensors, "pruning": a pruned model's record
+    or None}; images (N, *x) in pixel
     range; labels (N,); image_ids (N,) the ids the tables carry.
     """
 
@@ -68,6 +69,10 @@ class SweepJob:
 
     def network(self) -> ThesisConvNet:
         network = ThesisConvNet(ConvNetSpec.from_dict(self.model["spec"]))
+        if self.model.get("pruning"):  # a pruned model: its base network cut to the pruned widths
+            from pgsweep.prune.surgery import replay
+
+            replay(network, self.model["pruning"])
         network.load_state_dict(self.model["state_dict"])
         return network.eval()
 
