@@ -52,6 +52,7 @@ STAGE_HELP = {
     "diagrams": "per-image PG per filter, drawn as the network beside the image (Table 4.1)",
     "features": "the filter and position with the highest PG, own class and look-alike (Figures 4.3, 4.4)",
     "adversarial": "perturb every test image toward every class along d y_t / d x, on Ray (4.4, Figures 4.5-4.7)",
+    "prune": "remove the lowest-scored filters (PG, Taylor, magnitude, random ...), fine-tune, compare, on Ray",
 }
 
 

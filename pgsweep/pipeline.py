@@ -63,6 +63,7 @@ STAGES: dict[str, Stage] = {
     "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis", config=_ANALYSIS_CONFIG),
     "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis", config=_ANALYSIS_CONFIG),
     "features": Stage("pgsweep.analyses.stages.features", section="analysis", config=_ANALYSIS_CONFIG),
+    "prune": Stage("pgsweep.prune.stage", section="prune", config="pgsweep.prune.schedule:read_prune_config"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-HEAVY = {"torch", "pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "ray"}
+HEAVY = {"torch", "pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "ray", "torch_pruning"}
 
 
 def _command() -> list[str]:
@@ -58,6 +58,7 @@ print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & %r))
         (["stages=[evaluate]"], 2),  # a query without model_ref
         (["trainer.max_epoch=5"], 2),  # found by Hydra: a mistyped key
         (["analysis.norm=l3"], 2),  # a stage's own config section
+        (["stages=[train,prune]", "prune.final_fraction=1.5"], 2),  # prune's section: no torch_pruning either
         (["adversarial.step_kind=bad"], 2),
     ],
 )

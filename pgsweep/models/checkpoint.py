@@ -26,12 +26,15 @@ class TrainedModel:
     recipe rebuilds the network (its `_target_` and arguments); None for a ThesisConvNet,
     whose spec says it. provenance records the data it saw: dataset name, image size, split
     settings and the source of every test image, so later stages can query the same test set.
+    pruning: for a pruned network, the filters removed from the base network the recipe
+    builds (pgsweep.prune.surgery.PruningRecord as a dict), replayed when it loads.
     """
 
     network: nn.Module
     class_names: tuple[str, ...]
     provenance: dict = field(default_factory=dict)
     recipe: ModelRecipe | None = None
+    pruning: dict | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -59,6 +62,7 @@ class TrainedModel:
                       "standardization": "inside the network: (x - input_mean) / input_std"},
             "class_names": list(self.class_names),
             "provenance": self.provenance,
+            **({"pruning": self.pruning} if self.pruning else {}),
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
         }
         partial = path.with_name(path.name + ".partial")
@@ -88,6 +92,11 @@ class TrainedModel:
             recipe = ModelRecipe.from_dict(payload["recipe"])
         locate(recipe.target, f"the model's class (recorded in {path.name})")
         network = build_network(recipe)
-        # (a pruning record is replayed here, on the built network, before its weights load)
+        pruning = payload.get("pruning")
+        if pruning:  # the base network's layers, cut to the pruned widths before the weights load
+            from pgsweep.prune.surgery import replay
+
+            replay(network, pruning)
         network.load_state_dict(payload["state_dict"])
-        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}), recipe)
+        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}), recipe,
+                   pruning or None)

@@ -84,7 +84,8 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     job = SweepJob(
         # the thesis convnet keeps its spec, so its earlier shard folders (hashed from it) still resume
         model={**({"spec": model.spec.to_dict()} if model.spec is not None else {"recipe": model.recipe.to_dict()}),
-               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}},
+               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+               **({"pruning": model.pruning} if model.pruning else {})},
         images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
         affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,

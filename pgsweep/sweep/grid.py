@@ -52,8 +52,9 @@ def make_shards(images: int, targets: Sequence[int], images_per_shard: int, targ
 class SweepJob:
     """Everything a worker needs, as plain data (put in Ray's object store once).
 
-    model: {"recipe": ModelRecipe dict (or "spec": a thesis ConvNetSpec dict), "state_dict": tensors};
-    a worker rebuilds the net from it, so its class must import there too; images (N, *x) in pixel
+    model: {"recipe": ModelRecipe dict (or "spec": a thesis ConvNetSpec dict), "state_dict": tensors,
+    "pruning": a pruned model's record, when it is one}; a worker rebuilds the net from it, so its
+    class must import there too; images (N, *x) in pixel
     range; labels (N,); image_ids (N,) the ids the tables carry.
     """
 
@@ -76,6 +77,10 @@ class SweepJob:
         from pgsweep.models.build import build_network
 
         network = build_network(self.recipe())
+        if self.model.get("pruning"):  # a pruned model: its base network cut to the pruned widths
+            from pgsweep.prune.surgery import replay
+
+            replay(network, self.model["pruning"])
         network.load_state_dict(self.model["state_dict"])
         return network.eval()
 

@@ -320,10 +320,10 @@ def _run_shard(job_box: list, key: str, shard: Shard, threads: int, use_gpu: boo
 class _Progress:
     """Shards done of total and points per second, on stderr (tqdm)."""
 
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
+    def __init__(self, total: int, done: int, enabled: bool, label: str = "adversarial sweep") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=done, unit="shard", desc="adversarial sweep",
+        self.bar = tqdm(total=total, initial=done, unit="shard", desc=label,
                         disable=not enabled, file=sys.stderr, dynamic_ncols=True)
         self.started, self.points = time.perf_counter(), 0
 
@@ -345,8 +345,12 @@ def run_sweep(
     key: str,
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
+    label: str = "adversarial sweep",
 ) -> SweepStats:
     """Compute every shard not yet in `store` (on Ray, or in-process), saving each as it arrives.
+
+    A shard is anything with an `index`; `job.run(shard, network)` returns its table (label:
+    the progress bar's name).
 
     Ctrl-C or SIGTERM stops it between shards: every shard already saved stays saved (the
     same command resumes from them), the rest are cancelled, and a local Ray is shut down
@@ -374,7 +378,7 @@ def run_sweep(
 
     try:
         if not settings.enabled or not todo:
-            bar = _Progress(len(shards), stats.resumed, progress)
+            bar = _Progress(len(shards), stats.resumed, progress, label)
             network = job.network() if todo else None
             for shard in todo:
                 t0 = time.perf_counter()
@@ -384,7 +388,7 @@ def run_sweep(
         else:
             with ray_session(settings) as held:
                 # the bar starts after Ray's start-up, so nothing Ray prints lands inside it
-                bar = _Progress(len(shards), stats.resumed, progress)
+                bar = _Progress(len(shards), stats.resumed, progress, label)
                 _run_on_ray(job, todo, settings, key, finish, held)
     finally:
         if bar is not None:
