@@ -170,6 +170,26 @@ def test_residual_net_trains_and_goes_through_every_stage_on_rgb_images(rgb_fold
     queried = [r for r in _runs(tmp_path / "mlflow.db") if r.info.run_id != run.info.run_id]
     assert queried[0].data.metrics["eval_test_error"] == run.data.metrics["final_test_error"]
 
+    # pruning the residual net: Torch-Pruning removes filters across the residual connection,
+    # and the pruned model file (recipe + pruning record) rebuilds by `_target_`
+    pruned = _pgsweep(tmp_path, "stages=[prune]", f"model_ref={model_file}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                      "prune.criteria=[pg_softmax,magnitude]", "prune.seeds=[0]", "prune.step_fraction=0.25",
+                      "prune.final_fraction=0.5", "prune.finetune_epochs=1", "prune.latency_repeats=1",
+                      "ray.num_cpus=1", "prune.progress_bar=false")
+    assert pruned.returncode == 0, pruned.stderr[-3000:]
+    assert "leaving out layer1.0.act2, whose channels are act's" in pruned.stderr + pruned.stdout
+    [prune_run] = [r for r in _runs(tmp_path / "mlflow.db") if "prune/curves.parquet" in
+                   {a.path for a in client.list_artifacts(r.info.run_id, "prune")}]
+    from pgsweep import load_model
+
+    pruned_file = client.download_artifacts(prune_run.info.run_id, "prune/models/pg_softmax_seed0/pgsweep-model.pt",
+                                            str(tmp_path / "p"))
+    small = load_model(pruned_file)
+    widths = {name: m.out_channels for name, m in small.network.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths["conv"] == widths["layer1.0.conv2"] == 2 and widths["layer1.0.conv1"] == 2  # half of 4 each
+    assert widths["layer2.0.conv1"] == 4 and widths["layer2.0.conv2"] == widths["layer2.0.shortcut.0"] == 4
+    assert small.network(torch.rand(2, 3, 16, 16)).shape == (2, 3)
+
 
 # ---------------------------------------------------------------- the math on a residual net
 
@@ -436,3 +456,17 @@ def test_a_version_1_model_file_still_loads(tmp_path):
     assert isinstance(loaded.network, ThesisConvNet) and loaded.spec == network.spec
     x = torch.rand(3, 1, 32, 32)
     torch.testing.assert_close(loaded.network(x), network.eval()(x))
+
+
+def test_prune_layers_tied_by_a_residual_connection():
+    """The stem's maps and layer1's block output are added together (an identity shortcut):
+    Torch-Pruning removes their filters together, so `conv` keeps the first and naming both fails."""
+    from pgsweep.errors import ConfigError
+    from pgsweep.prune.schedule import PruneSettings
+    from pgsweep.prune.stage import prune_layers
+
+    net, example = TinyResNet(num_classes=3, width=4).eval(), torch.rand(1, 3, 16, 16)
+    assert prune_layers(net, PruneSettings(), example) == {"act": 4, "layer1.0.act1": 4, "layer2.0.act1": 8,
+                                                          "layer2.0.act2": 8}
+    with pytest.raises(ConfigError, match="layer1.0.act2 and act share their channels"):
+        prune_layers(net, PruneSettings(layers=("act", "layer1.0.act2")), example)
