@@ -28,6 +28,7 @@ bench: $(STAMP)
 	# torchattacks (a speed reference only) asks for torchvision, which would replace the pinned torch
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/python benchmarks/bench_adversarial.py
+	$(BIN)/python benchmarks/bench_adversarial.py --resnet
 	$(BIN)/python benchmarks/bench_knockout.py
 
 # One server process, no job runner: 2 processes, about 0.5 GB (mlflow's defaults start 4

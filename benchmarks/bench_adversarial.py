@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_adversarial.py               # in-process and Ray vs baselines
     .venv/bin/python benchmarks/bench_adversarial.py --scaling     # 1 vs 2 Ray workers on a large grid
+    .venv/bin/python benchmarks/bench_adversarial.py --resnet      # the sweep vs inference on a small ResNet
 
 Every method first is checked to give the same predictions (torchattacks excepted: FGSM
 is another attack, a speed reference only), then the methods are timed in interleaved
@@ -186,6 +187,49 @@ def main_bench(args) -> None:
         print(row(name, medians[name], count, inference_rate, fgsm_rate, loop_rate))
 
 
+def resnet_bench(args) -> None:
+    """The sweep on a small ResNet (pgsweep.testing.models.small_resnet: stem, two residual stages,
+    batch norm, ReLU; 3x32x32, 10 classes) against plain inference of the perturbed images: the
+    affine prefix here is the stem's conv and batch norm, found in the torch.fx graph."""
+    from pgsweep.analyses.adversarial import find_affine_prefix
+    from pgsweep.testing.models import small_resnet
+
+    torch.manual_seed(0)
+    network = small_resnet().eval()
+    images, labels = torch.rand(args.images, 3, 32, 32), torch.arange(args.images) % 10
+    targets = list(range(10))
+    steps = list(np.geomspace(0.01, 1.0, args.steps))
+    points = len(images) * len(targets) * len(steps)
+    prefix = find_affine_prefix(network)  # the stem's conv and bn (given images, auto declines it: see below)
+    auto = find_affine_prefix(network, images[:1])
+    unclipped = Perturbation("softmax", "l2")
+    fast = evaluate_block(network, images, labels, range(len(images)), targets, steps, unclipped, prefix)
+    plain = evaluate_block(network, images, labels, range(len(images)), targets, steps, unclipped, None)
+    agree = float((fast.prediction == plain.prediction).mean())
+    assert agree == 1.0, f"affine prefix disagrees with the plain path on {1 - agree:.2%} of points"
+    with torch.no_grad():
+        directions = step_directions(input_gradients(network, images, targets, "softmax"), "l2")
+        perturbed = torch.cat([(images.unsqueeze(0) + s * directions).flatten(0, 1) for s in steps])
+    methods = {
+        "inference": lambda: inference(network, perturbed),
+        f"sweep unclipped (affine prefix {prefix})": lambda: evaluate_block(
+            network, images, labels, range(len(images)), targets, steps, unclipped, prefix),
+        "sweep unclipped, prefix off": lambda: evaluate_block(
+            network, images, labels, range(len(images)), targets, steps, unclipped, None),
+    }
+    medians = rounds(methods, args.rounds)
+    inference_rate = len(perturbed) / medians["inference"]
+    print(f"\nsmall ResNet, random 3x32x32 images: {len(images)} images x {len(targets)} targets x {len(steps)} "
+          f"steps = {points:,} points; l2 steps; same predictions with and without the prefix; torch threads "
+          f"{torch.get_num_threads()}; {args.rounds} rounds, medians; affine_prefix=auto picks {auto}")
+    print("| method | median | points/s | vs inference | vs torchattacks | vs per-point loop |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(row("plain inference of the perturbed images (img/s)", medians["inference"], len(perturbed),
+              inference_rate, None, None))
+    for name in list(methods)[1:]:
+        print(row(name, medians[name], points, inference_rate, None, None))
+
+
 def scaling_bench(args) -> None:
     """1 vs 2 Ray workers (one thread each) on a grid that takes one worker 30 s or more,
     and Ray's overhead against the same shards in this process on one thread."""
@@ -220,6 +264,7 @@ def scaling_bench(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scaling", action="store_true", help="1 vs 2 Ray workers on a large grid")
+    parser.add_argument("--resnet", action="store_true", help="the sweep vs inference on a small ResNet")
     parser.add_argument("--images", type=int, default=None, help="images (41; scaling: 165)")
     parser.add_argument("--steps", type=int, default=None, help="steps (10; scaling: 100)")
     parser.add_argument("--shard", type=int, default=8, help="images per shard (scaling)")
@@ -230,6 +275,9 @@ def main() -> None:
     if args.scaling:
         args.images, args.steps, args.rounds = args.images or 165, args.steps or 100, args.rounds or 3
         scaling_bench(args)
+    elif args.resnet:
+        args.images, args.steps, args.rounds = args.images or 41, args.steps or 10, args.rounds or 5
+        resnet_bench(args)
     else:
         args.images, args.steps, args.rounds = args.images or 41, args.steps or 10, args.rounds or 7
         main_bench(args)

@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)  # the README table's setting
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip-large", action="store_true", help="only the batch-64 thesis comparison")
+    parser.add_argument("--resnet-only", action="store_true", help="only the ResNet-18 comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,6 +113,8 @@ def main() -> None:
     random.seed(0)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, float32")
 
+    if args.resnet_only:
+        return resnet_part(device, dtype, args.rounds)
     layers = ["act1", "act2", "act3", "act4"]
     model = thesis_model(device, dtype)
     targets = list(range(15))
@@ -137,7 +140,10 @@ def main() -> None:
         model, images, layers, targets, max(3, args.rounds // 3),
     )
     report("thesis convnet, batch 256, 15 classes, layers act1-act4", medians, 256 * 15)
+    resnet_part(device, dtype, args.rounds)
 
+
+def resnet_part(device, dtype, rounds: int) -> None:
     torch.manual_seed(0)
     big = resnet18(in_channels=3, num_classes=10).to(device, dtype).eval()
     images = torch.rand(32, 3, 64, 64, device=device, dtype=dtype)
@@ -145,7 +151,7 @@ def main() -> None:
     medians = time_side_by_side(
         OrderedDict([("captum", captum_loop), ("fwd-once", forward_once_loop), ("pgsweep", engine()),
                      ("pgsweep vmap", engine(strategy="vmap", target_chunk=5))]),
-        big, images, big_layers, list(range(10)), max(3, args.rounds // 5),
+        big, images, big_layers, list(range(10)), max(3, rounds // 5),
     )
     report("ResNet-18 (11M weights), 3x64x64, batch 32, 10 classes, layers layer1-layer4", medians, 32 * 10)
 

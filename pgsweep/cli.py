@@ -45,7 +45,7 @@ def sweeps_dir() -> str:
 
 # One line each for `pgsweep --help`; the list itself is the pipeline's STAGES.
 STAGE_HELP = {
-    "train": "fit the convnet (Lightning, SGD); log curves, final errors, misclassified images, the model",
+    "train": "fit the model (Lightning, SGD); log curves, final errors, misclassified images, the model",
     "evaluate": "error of a trained model on its train/val/test images, and which images it gets wrong",
     "rank": "class-averaged PG per conv filter, strongest and weakest per class (thesis Table 4.2)",
     "knockout": "error as filters are zeroed in order of each score, with baselines (Figures 4.1, 4.2)",

@@ -50,6 +50,23 @@ class Context:
     model_uri: str | None = None
     stage_settings: dict[str, object] = field(default_factory=dict)
     reports: dict[str, object] = field(default_factory=dict)
+    _untrained: Any = None
+
+    def network_for_checks(self):
+        """The model's network, or (train runs first in this command) an untrained one built from
+        the config for this data, checked once: it reads the images and returns (N, classes) logits."""
+        if self.model is not None:
+            return self.model.network
+        if self._untrained is None:
+            from pgsweep.models.build import build_network, check_network
+
+            model = self.settings.model
+            recipe = model.recipe(len(self.images.class_names), int(self.images.images.shape[1]),
+                                  self.images.image_size, 0.0, 1.0)
+            network = build_network(recipe)
+            check_network(network, self.images.images[:2], len(self.images.class_names), recipe.target)
+            self._untrained = network.eval()
+        return self._untrained
 
 
 def data_provenance(data, images: ImageSet, split: Split) -> dict:
@@ -64,6 +81,7 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
         "val_fraction": data.val_fraction,
         "group_duplicates": data.group_duplicates,
         "equalize": data.equalize,
+        "channels": int(images.images.shape[1]),
         "test_sources": [images.sources[i] for i in split.test],
         "val_sources": [images.sources[i] for i in split.val],
     }
@@ -73,7 +91,7 @@ def data_provenance(data, images: ImageSet, split: Split) -> dict:
 _RECORDED_DATA = {
     "name": "dataset", "root": "root", "image_size": "image_size", "test_fraction": "test_fraction",
     "val_fraction": "val_fraction", "group_duplicates": "group_duplicates", "split_seed": "split_seed",
-    "equalize": "equalize",
+    "equalize": "equalize", "channels": "channels",
 }
 
 
@@ -102,18 +120,25 @@ def model_data(model: TrainedModel, data, chosen: Collection[str]):
 
 
 def check_compatible(model: TrainedModel, images: ImageSet) -> None:
-    """The model must have been trained on these classes at this image size."""
+    """The model must have been trained on these classes, at this image size and channel count."""
     if tuple(model.class_names) != tuple(images.class_names):
         shown = ", ".join(model.class_names[:4])
         raise ModelError(
             f"the model's {len(model.class_names)} classes ({shown}, ...) differ from the data's "
             f"{len(images.class_names)} classes ({', '.join(images.class_names[:4])}, ...)"
         )
-    if model.spec.input_size != images.image_size:
+    recipe = model.recipe
+    if recipe is None:
+        return
+    if recipe.input_size != images.image_size:
         raise ModelError(
-            f"the model takes {model.spec.input_size}x{model.spec.input_size} images; "
-            f"set data.image_size={model.spec.input_size}"
+            f"the model takes {recipe.input_size}x{recipe.input_size} images; "
+            f"set data.image_size={recipe.input_size}"
         )
+    channels = int(images.images.shape[1])
+    if recipe.in_channels != channels:
+        raise ModelError(f"the model takes {recipe.in_channels}-channel images, the data has {channels}: "
+                         f"set data.channels={recipe.in_channels}")
 
 
 def model_split(model: TrainedModel, images: ImageSet, fallback: Split) -> Split:

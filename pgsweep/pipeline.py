@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pgsweep.config import build, chose, section
 from pgsweep.errors import ConfigError
-from pgsweep.models.spec import ConvNetSpec
+from pgsweep.models.spec import ConvNetSpec, ModelSettings, read_model_config
 from pgsweep.settings import DataSettings, TrackingSettings, TrainSettings
 
 if TYPE_CHECKING:  # torch and MLflow load only when a run starts, not for config checks
@@ -72,13 +72,14 @@ class Settings:
     """The validated, plain-Python form of the composed config."""
 
     data: DataSettings
-    architecture: ConvNetSpec
+    architecture: ConvNetSpec | None  # the thesis convnet's layer choices; None for another net
     trainer: TrainSettings
     tracking: TrackingSettings
     stages: tuple[str, ...]
     model_ref: str | None
     stage_settings: dict[str, object]  # each chosen stage's checked config section
     resolved: dict  # the whole resolved config, for params and the YAML artifact
+    model: ModelSettings | None = None  # model.net (any net by _target_), model.weights, input_mean/std
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     data = build(DataSettings, section(resolved, "data"), "data")
     # the classes, channels and pixel statistics come from the data at train time
-    architecture = build(
-        ConvNetSpec, section(resolved, "model"), "model",
-        num_classes=2, input_size=data.image_size, in_channels=1, input_mean=0.0, input_std=1.0,
-    )
+    model = read_model_config(section(resolved, "model"), data.image_size, need_net=not resolved.get("model_ref"))
     trainer = build(TrainSettings, section(resolved, "trainer"), "trainer", seed=seed)
     tracking = build(TrackingSettings, section(resolved, "tracking"), "tracking")
 
@@ -135,11 +133,15 @@ def read_settings(cfg: DictConfig) -> Settings:
     model_ref = resolved.get("model_ref")
     if "train" in stages and model_ref:
         raise ConfigError("model_ref is set but stages include train: drop one of them")
-    if "train" not in stages and not model_ref:
-        raise ConfigError(f"stages {list(stages)} query a trained model: set model_ref=RUN_ID or a model path")
+    if model.weights and ("train" in stages or model_ref):
+        raise ConfigError("model.weights are queried as they are: drop train (and model_ref) from this command")
+    if "train" not in stages and not model_ref and not model.weights:
+        raise ConfigError(f"stages {list(stages)} query a trained model: set model_ref=RUN_ID or a model path "
+                          "(or model.weights=PATH with model.net)")
     return Settings(
         data=data,
-        architecture=architecture,
+        architecture=model.thesis,
+        model=model,
         trainer=trainer,
         tracking=tracking,
         stages=stages,
@@ -162,11 +164,40 @@ def with_model_data(settings: Settings, model: "TrainedModel", chosen: Collectio
     data = model_data(model, settings.data, chosen)
     resolved = dict(settings.resolved)
     resolved["data"] = asdict(data)
-    spec = model.spec.to_dict()
+    recipe = model.recipe
     model_section = resolved.get("model") or {}
-    resolved["model"] = {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in spec.items() if k in model_section}
-    return replace(settings, data=data, architecture=model.spec, resolved=resolved)
+    section = recipe.config_section() if recipe is not None else {}
+    resolved["model"] = {k: v for k, v in section.items() if k in model_section or k == "net"}
+    used = ModelSettings(section.get("net", {}), None, recipe.input_mean if recipe else None,
+                         recipe.input_std if recipe else None, model.spec)
+    return replace(settings, data=data, architecture=model.spec, model=used, resolved=resolved)
+
+
+def model_from_weights(settings: Settings, images, split) -> "TrainedModel":
+    """model.net with model.weights loaded (weights only), checked against the data, ready to query.
+
+    Its pixel standardisation is model.input_mean / input_std (none when unset), and it records
+    the data it is queried on as its provenance, so the model file the run logs works as model_ref.
+    """
+    from pathlib import Path
+
+    from pgsweep.context import data_provenance
+    from pgsweep.models.build import (
+        build_network, check_network, load_weights, read_weights, standardize_input, takes_input_standardization,
+    )
+    from pgsweep.models.checkpoint import TrainedModel
+
+    model = settings.model
+    classes = len(images.class_names)
+    recipe = model.recipe(classes, int(images.images.shape[1]), images.image_size, 0.0, 1.0)
+    network = build_network(recipe, standardize=False)
+    load_weights(network, read_weights(model.weights), f"model.weights {model.weights}")
+    if not takes_input_standardization(recipe):
+        standardize_input(network, recipe)
+    check_network(network, images.images[:2], classes, recipe.target)
+    provenance = data_provenance(settings.data, images, split)
+    provenance["weights"] = str(Path(model.weights).expanduser().resolve())
+    return TrainedModel(network, images.class_names, provenance, recipe)
 
 
 def beside_model(settings: Settings, chosen: Collection[str], origins: dict | None = None) -> tuple[Settings, str | None]:
@@ -211,7 +242,7 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
         settings = with_model_data(settings, model, chosen)
         settings, model_run_id = beside_model(settings, chosen)
     data = settings.data
-    images = load_dataset(data.name, data.root, data.image_size, data.equalize)
+    images = load_dataset(data.name, data.root, data.image_size, data.equalize, data.channels)
     split = stratified_split(
         images.labels.numpy(), images.content_ids, images.class_names,
         data.test_fraction, data.val_fraction, data.split_seed, data.group_duplicates,
@@ -227,6 +258,8 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
         data.name, len(images), len(images.class_names), split.sizes(), split_source,
         split.duplicate_groups, split.duplicate_images,
     )
+    if settings.model is not None and settings.model.weights:
+        model = model_from_weights(settings, images, split)
     ctx = Context(settings, images, split, model=model, model_uri=settings.model_ref,
                   stage_settings=dict(settings.stage_settings))
     modules = {name: STAGES[name].load() for name in settings.stages}
@@ -249,6 +282,9 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
                             "split.source": split_source,
                             "split.heldout_curve": "val" if len(split.val) else "test"})
         tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(settings.resolved)), "config.yaml")
+        if settings.model is not None and settings.model.weights:  # so model_ref works on it afterwards
+            ctx.model_uri = tracker.log_model(model)
+            tracker.set_tags({"pgsweep.model_uri": ctx.model_uri})
         for name, module in modules.items():
             log.info("stage %s", name)
             module.run(ctx)

@@ -31,6 +31,11 @@ class DataSettings:
     group_duplicates: bool = True
     split_seed: int = 0
     equalize: bool = False  # histogram-equalize every image (the thesis did not)
+    channels: int = 1  # 1: grayscale; 3: RGB (data=folder reads colour; digits and yale repeat gray)
+
+    def validate(self) -> None:
+        if self.channels not in (1, 3):
+            raise ConfigError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
 
 
 _PROGRESS_BAR = {"auto": None, "true": True, "false": False}
@@ -108,6 +113,7 @@ class TrackingSettings:
 ALL_CLASSES = "all"
 FIRST_CLASSES = "first"
 CONV_LAYERS = "conv"
+AUTO_LAYER = "auto"  # analysis.features.layer: the first of the conv layers (act1 on the thesis convnet)
 SPLITS = ("test", "train", "all")
 
 
@@ -176,7 +182,7 @@ class DiagramSettings:
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    layer: str = "act1"
+    layer: str = AUTO_LAYER
     images: int = 3
     classes: tuple[str, ...] = (FIRST_CLASSES,)  # the first test image of each class; first: the first `images`
 

@@ -1,4 +1,4 @@
-"""Fit the thesis convnet on an ImageSet split with Lightning; returns the model in eval mode."""
+"""Fit a classifier (the thesis convnet, or any net by `_target_`) on an ImageSet split with Lightning; returns the model in eval mode."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
@@ -19,7 +19,8 @@ from pgsweep.data import ImageSet, Split
 from pgsweep.errors import ConfigError, Interrupted
 from pgsweep.evaluate import ErrorReport, log_misclassified, split_reports
 from pgsweep.models.checkpoint import TrainedModel
-from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
+from pgsweep.models.build import build_network
+from pgsweep.models.spec import THESIS_TARGET, ConvNetSpec, ModelRecipe, ModelSettings
 from pgsweep.models.lightning import ClassifierModule
 from pgsweep.settings import TrainSettings  # noqa: F401  (its home is light, for fast config checks)
 
@@ -66,32 +67,36 @@ def _quiet_lightning() -> None:
 def train_model(
     images: ImageSet,
     split: Split,
-    architecture: ConvNetSpec,
+    architecture: ConvNetSpec | ModelSettings,
     settings: TrainSettings,
     on_epoch_end: EpochSink | None = None,
     provenance: dict | None = None,
 ) -> tuple[TrainedModel, TrainReport]:
     """Train from scratch, seeded and deterministic on CPU; test error measured at the end.
 
-    The data-dependent parts of the architecture (classes, input size, pixel mean/std
-    of the training split) are filled in here, so `architecture` only carries the
-    layer choices. The per-epoch held-out curve runs on the val split, or on the
-    test split when there is none (no model selection is done on it).
+    architecture: the thesis convnet's layer choices (a ConvNetSpec), or the `model` config
+    section (any net by `_target_`). The data-dependent parts (classes, channels, input size,
+    the training split's pixel mean/std, unless model.input_mean/input_std are given) are
+    filled in here. The per-epoch held-out curve runs on the val split, or on the test
+    split when there is none (no model selection is done on it).
     """
     settings.validate()
     _quiet_lightning()
     train_pixels = images.images[split.train]
-    spec = replace(
-        architecture,
+    if isinstance(architecture, ConvNetSpec):
+        architecture = ModelSettings({"_target_": THESIS_TARGET, **ModelRecipe.thesis(architecture).arguments},
+                                     thesis=architecture)
+    recipe = architecture.recipe(
         num_classes=len(images.class_names),
-        input_size=images.image_size,
         in_channels=int(images.images.shape[1]),
+        input_size=images.image_size,
         input_mean=float(train_pixels.mean()),
         input_std=float(train_pixels.std().clamp_min(1e-6)),
     )
-    spec.validate()
+    if recipe.is_thesis:
+        recipe.spec().validate()
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    network = ThesisConvNet(spec)
+    network = build_network(recipe)
     heldout_name, heldout = ("val", split.val) if len(split.val) else ("test", split.test)
     module = ClassifierModule(
         network,
@@ -144,7 +149,7 @@ def train_model(
         result.epochs, seconds, result.train.error, result.test.error,
         result.test.misclassified, result.test.images,
     )
-    return TrainedModel(network, images.class_names, dict(provenance or {})), result
+    return TrainedModel(network, images.class_names, dict(provenance or {}), recipe), result
 
 
 # ---------------------------------------------------------------- the pipeline stage
@@ -159,10 +164,12 @@ def accelerator_problem(accelerator: str) -> str | None:
 
 
 def check(ctx: Context) -> None:
-    """Before the run exists: the accelerator asked for must be on this machine."""
+    """Before the run exists: the accelerator asked for must be on this machine, and the net
+    (model.net) must build, read the data's images and return (N, classes) logits."""
     problem = accelerator_problem(ctx.settings.trainer.accelerator)
     if problem:
         raise ConfigError(problem)
+    ctx.network_for_checks()
 
 
 def run(ctx: Context) -> None:
@@ -177,7 +184,7 @@ def run(ctx: Context) -> None:
     model, report = train_model(
         ctx.images,
         ctx.split,
-        settings.architecture,
+        settings.model,
         settings.trainer,
         on_epoch_end=tracker.log_metrics,
         provenance=data_provenance(settings.data, ctx.images, ctx.split),

@@ -169,7 +169,7 @@ def test_pruning_a_pruned_model_extends_its_record():
     images, labels = _images()
     first = PruningRecord(tuple(images[:1].shape)).then({"conv3": [0, 1]})
     remove_filters(net, first.steps[0], images[:1])
-    model = TrainedModel(net, ("a", "b", "c", "d"), {}, first.to_dict())
+    model = TrainedModel(net, ("a", "b", "c", "d"), {}, pruning=first.to_dict())
     settings = PruneSettings(criteria=("random",), seeds=(0,), step_fraction=0.25, final_fraction=0.25,
                              finetune_epochs=0, layers=("act3",), latency_repeats=1)
     job = PruneJob(model, ("act3",), images, labels, images, labels, images, labels,
@@ -239,7 +239,7 @@ def test_a_pruned_model_file_stores_the_base_spec_and_replays_its_record(tmp_pat
     for step in ({"conv1": [0], "conv3": [1, 2]}, {"conv2": [3], "conv3": [0]}):
         remove_filters(net, step, images[:1])
         record = record.then(step)
-    model = TrainedModel(net, ("a", "b", "c", "d"), {"note": 1}, record.to_dict())
+    model = TrainedModel(net, ("a", "b", "c", "d"), {"note": 1}, pruning=record.to_dict())
     loaded = TrainedModel.load(model.save(tmp_path / "pgsweep-model.pt"))
     assert loaded.spec == _spec()  # the base network's description: conv_channels (5, 8, 10)
     assert [loaded.network.conv1.out_channels, loaded.network.conv2.out_channels,

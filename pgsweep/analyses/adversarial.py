@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pgsweep.analyses.graph import GraphReplay, traced
 from pgsweep.errors import QueryError
 from pgsweep.settings import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (light: config checks use them)
 from pgsweep.pg import INPUT, prediction_gradients
@@ -105,19 +106,74 @@ def _children(network: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return list(network.named_children()) if isinstance(network, nn.Sequential) else None
 
 
-def find_affine_prefix(network: nn.Module) -> str | None:
-    """The last layer of the leading run of affine modules of an nn.Sequential (None if none).
+def _is_affine(module: nn.Module) -> bool:
+    return isinstance(module, _AFFINE_TYPES) or type(module).__name__ == "Standardize"
+
+
+def _affine_chain(network: nn.Module) -> tuple[GraphReplay, list[int]] | None:
+    """A traced network and the graph positions of its leading chain of affine modules: each
+    takes the one before it (the image, for the first) as its only input and is its only user.
+    None when it does not trace, or has a forward pre-hook other than pgsweep's standardisation."""
+    from pgsweep.models.build import InputStandardization
+
+    if any(not isinstance(hook, InputStandardization) for hook in network._forward_pre_hooks.values()):
+        return None
+    graph_module, _ = traced(network)
+    if graph_module is None:
+        return None
+    try:
+        replay = GraphReplay(network, graph_module, [])
+    except ValueError:
+        return None
+    position = {node: i for i, node in enumerate(replay.nodes)}
+    chain, current = [], replay.input
+    while len(current.users) == 1:
+        user = next(iter(current.users))
+        if user.op != "call_module" or not _is_affine(replay.modules[user.target]):
+            break
+        if list(user.all_input_nodes) != [current]:
+            break
+        chain.append(position[user])
+        current = user
+    return replay, chain
+
+
+def find_affine_prefix(network: nn.Module, example: torch.Tensor | None = None) -> str | None:
+    """The last layer of the leading run of affine modules (None if none): of an nn.Sequential's
+    children, or of any other network's torch.fx graph (a residual net's stem conv and batch norm).
+
+    On a graph, given an `example` image batch, a prefix whose output is larger than the image
+    is not used: each step would add more values than it saves (measured on a small ResNet,
+    whose 3 -> 16 channel stem made the sweep slower, `make bench`).
 
     The thesis convnet gives `conv1` (standardization, then conv1, before tanh). Any
     module with parameters or buffers that is not a known affine type ends the run.
     """
     children = _children(network)
+    if children is None:
+        found = _affine_chain(network)
+        if found is None:
+            return None
+        replay, chain = found
+        modules = [replay.modules[replay.nodes[i].target] for i in chain]
+        if not chain or all(isinstance(m, (nn.Flatten, nn.Identity)) for m in modules):
+            return None
+        name = str(replay.nodes[chain[-1]].target)
+        if example is not None:
+            parameter = next(network.parameters(), None)
+            x = example[:1] if parameter is None else example[:1].to(parameter.device, parameter.dtype)
+            with torch.no_grad():
+                out = _GraphPrefix(replay, chain[-1])(x)
+            if out.numel() > x.numel():
+                log.info("affine prefix: %s's output (%s) is larger than the image (%s): perturbing pixels "
+                         "is cheaper", name, tuple(out.shape[1:]), tuple(x.shape[1:]))
+                return None
+        return name
     if not children:
         return None
     last = None
     for name, module in children:
-        known = isinstance(module, _AFFINE_TYPES) or type(module).__name__ == "Standardize"
-        if not known:
+        if not _is_affine(module):
             break
         last = name
     # a prefix that is only reshaping (flatten) saves nothing
@@ -130,11 +186,51 @@ def _index(children, name: str) -> int:
     return [n for n, _ in children].index(name)
 
 
+class _GraphPrefix(nn.Module):
+    """The traced network's nodes up to and including the cut: x -> the cut's output."""
+
+    def __init__(self, replay: GraphReplay, cut: int) -> None:
+        super().__init__()
+        self.replay, self.cut = replay, cut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {self.replay.input: self.replay._prepare(x)}
+        for node in self.replay.nodes[1 : self.cut + 1]:
+            values[node] = self.replay._run(node, values)
+        return values[self.replay.nodes[self.cut]]
+
+
+class _GraphRest(nn.Module):
+    """The traced network's nodes after the cut: the cut's output -> logits."""
+
+    def __init__(self, replay: GraphReplay, cut: int) -> None:
+        super().__init__()
+        self.replay, self.cut = replay, cut
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        values = {node: self.replay.constants[node] for node in self.replay.constants}
+        values[self.replay.nodes[self.cut]] = h
+        for node in self.replay.nodes[self.cut + 1 :]:
+            values[node] = self.replay._run(node, values)
+        return values[self.replay.output]
+
+
 def split_at(network: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
-    """(prefix, rest) of an nn.Sequential, cut after top-level child `layer`."""
+    """(prefix, rest) of the network, cut after layer `layer`: a top-level child of an
+    nn.Sequential, or a module of the leading affine chain of any other net's fx graph."""
     children = _children(network)
     if children is None:
-        raise QueryError("the affine prefix needs an nn.Sequential model; set affine_prefix=none")
+        found = _affine_chain(network)
+        if found is None:
+            raise QueryError("the affine prefix needs an nn.Sequential or a network torch.fx can trace; "
+                             "set affine_prefix=none")
+        replay, chain = found
+        names = [str(replay.nodes[i].target) for i in chain]
+        if layer not in names:
+            raise QueryError(f"affine_prefix '{layer}' is not in the network's leading affine layers; "
+                             f"have {', '.join(names) or 'none'}")
+        cut = chain[names.index(layer)]
+        return _GraphPrefix(replay, cut), _GraphRest(replay, cut)
     names = [n for n, _ in children]
     if layer not in names:
         raise QueryError(f"affine_prefix '{layer}' is not a top-level layer; have {', '.join(names)}")
@@ -216,9 +312,10 @@ class StepPlan:
     def build(cls, network: nn.Module, affine_prefix: str | None, clip: bool) -> "StepPlan":
         children = _children(network)
         if children is None:
-            if affine_prefix and not clip:
-                split_at(network, affine_prefix)  # raises the clear error
-            return cls.plain(network)
+            if not affine_prefix or clip:
+                return cls.plain(network)
+            prefix, rest = split_at(network, affine_prefix)  # the traced graph's, or the clear error
+            return cls(prefix, 0, None, rest)
         modules = [m for _, m in children]
         if not affine_prefix or clip:
             return cls(None, 0, None, nn.Sequential(*_pool_first(modules)))

@@ -7,12 +7,16 @@ step s the first s units of the ordering are zeroed.
 Fast and exact: for a network that is an nn.Sequential with the knocked layers among
 its children, each step recomputes only from the layer whose mask changed, reusing
 the outputs of the layers before it (they cannot change), and the unmasked first
-pass is shared by every ordering. The results equal the plain per-step loop
-(`knockout_predictions_loop`) bit for bit: same modules, same order of operations.
+pass is shared by every ordering. Any other network torch.fx can trace (residual
+blocks included) replays its graph node by node, rerunning only the nodes downstream
+of the changed layer (pgsweep.analyses.graph); one that does not trace takes the loop.
+The results equal the plain per-step loop (`knockout_predictions_loop`) bit for bit:
+same modules, same order of operations.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,10 +27,13 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
 
+from pgsweep.analyses.graph import GraphReplay, graph_replay
 from pgsweep.analyses.ranking import strongest_first, weakest_first
 from pgsweep.analyses.units import Units
 from pgsweep.errors import QueryError
 from pgsweep.pg.engine import _eval_mode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +106,11 @@ def knockout_predictions(
     labels = torch.as_tensor(labels, dtype=torch.int64)
     split = _segments(network, units.layers)
     if split is None:
+        replay = graph_replay(network, units.layers, "knockout")
+        if replay is not None:
+            run = _knockout_by_graph(replay, network, images, labels, units, orders, steps, image_chunk)
+            if run is not None:
+                return run
         return knockout_predictions_loop(network, images, labels, units, orders, steps, image_chunk)
     segments, tail = split
     layer_of, channel_of = units.layer_index, units.channel
@@ -143,6 +155,64 @@ def knockout_predictions(
                         h = raw[i] * _channel_mask(units.sizes[i], units.ndims[i], knocked[i], raw[i]) \
                             if knocked[i] else raw[i]
                     logits = tail(h)
+                    seen[key] = (logits.argmax(1).cpu().numpy(),
+                                 F.cross_entropy(logits, y, reduction="none").cpu().numpy())
+                    predictions[r, step, rows], losses[r, step, rows] = seen[key]
+    return KnockoutRun(predictions, losses)
+
+
+def _knockout_by_graph(replay: GraphReplay, network: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                       units: Units, orders: np.ndarray, steps: int, image_chunk: int) -> KnockoutRun | None:
+    """The fast path on any traced network: each step reruns only the graph nodes downstream of
+    the layers whose masks changed. Masks are applied as the hook loop applies them (clone, zero
+    the channels), so the results equal it bit for bit; None (the caller falls back) when the
+    replayed intact network does not give the network's own logits."""
+    layer_of, channel_of = units.layer_index, units.channel
+    count = len(images)
+    predictions = np.empty((len(orders), steps + 1, count), dtype=np.int64)
+    losses = np.empty((len(orders), steps + 1, count), dtype=np.float32)
+    parameter = next(network.parameters())
+    with _eval_mode(network), torch.no_grad():
+        for start in range(0, count, image_chunk):
+            rows = slice(start, start + image_chunk)
+            x = images[rows].to(parameter.device, parameter.dtype)
+            y = labels[rows].to(parameter.device)
+            knocked: list[list[int]] = [[] for _ in units.layers]
+
+            def mask(j: int, value: torch.Tensor) -> torch.Tensor:
+                if not knocked[j]:
+                    return value
+                value = value.clone()
+                value[:, knocked[j]] = 0
+                return value
+
+            intact_values, intact_raw = replay.run(x, mask)
+            logits = intact_values[replay.output]
+            if start == 0 and not torch.equal(logits, network(x)):
+                log.info("knockout: the traced graph of %s does not reproduce its forward; using the plain path",
+                         type(network).__name__)
+                return None
+            first = (logits.argmax(1).cpu().numpy(), F.cross_entropy(logits, y, reduction="none").cpu().numpy())
+            seen = {0: first}  # knocked set (bit mask) -> results: orderings share prefixes and the end
+            for r, order in enumerate(orders):
+                predictions[r, 0, rows], losses[r, 0, rows] = first
+                values, raw = dict(intact_values), dict(intact_raw)
+                for j in range(len(knocked)):
+                    knocked[j] = []
+                changed: set[int] = set()  # layers whose mask changed since values were last brought up to date
+                key = 0
+                for step in range(1, steps + 1):
+                    unit = int(order[step - 1])
+                    j = int(layer_of[unit])
+                    knocked[j].append(int(channel_of[unit]))
+                    key |= 1 << unit
+                    changed.add(j)
+                    if key in seen:  # another ordering reached this set: same network, same answer
+                        predictions[r, step, rows], losses[r, step, rows] = seen[key]
+                        continue
+                    replay.recompute(values, raw, changed, mask)
+                    changed = set()
+                    logits = values[replay.output]
                     seen[key] = (logits.argmax(1).cpu().numpy(),
                                  F.cross_entropy(logits, y, reduction="none").cpu().numpy())
                     predictions[r, step, rows], losses[r, step, rows] = seen[key]

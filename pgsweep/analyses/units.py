@@ -7,6 +7,8 @@ is numbered globally across layers: unit u is channel `channel[u]` of `layer[u]`
 from __future__ import annotations
 
 from collections.abc import Sequence
+import logging
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,8 @@ from torch import nn
 
 from pgsweep.errors import QueryError
 from pgsweep.pg.engine import _eval_mode, _forward, _layer_modules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,78 @@ def unit_label(layer_position: int, channel: int) -> str:
     return f"{int(layer_position) + 1}-{int(channel) + 1}"
 
 
-def default_layers(network: nn.Module) -> list[str]:
-    """The conv activation maps of the thesis convnet (act1..actK); others must name layers."""
+# modules that apply a nonlinearity elementwise: what `conv` picks after each convolution
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus)
+
+
+_WARNED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # nets whose reused modules were reported
+
+
+def _call_order(network: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    """Every leaf module's call in one forward of `example`: (name, module, output shape), in order."""
+    calls: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+    handles = []
+    for name, module in network.named_modules():
+        if name and not any(True for _ in module.children()):
+            def hook(module, inputs, output, name=name):
+                calls.append((name, module, tuple(output.shape) if isinstance(output, torch.Tensor) else ()))
+            handles.append(module.register_forward_hook(hook))
+    parameter = next(network.parameters(), None)
+    if parameter is not None:
+        example = example.to(parameter.device, parameter.dtype)
+    try:
+        with _eval_mode(network), torch.no_grad():
+            network(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def activation_layers(network: nn.Module, example: torch.Tensor, ndim: int = 3) -> list[str]:
+    """The activation modules right after each convolution (ndim 3: (F, H, W) maps), or the
+    activations with (U,) outputs (ndim 1: fully connected units), in forward order, found by
+    running `example` once. A module called more than once in forward (a reused ReLU) is left
+    out, with one logged line: its output is ambiguous."""
+    calls = _call_order(network, example[:1])
+    counts: dict[str, int] = {}
+    for name, _, _ in calls:
+        counts[name] = counts.get(name, 0) + 1
+    chosen: list[str] = []
+    after_conv = False
+    for name, module, shape in calls:
+        if isinstance(module, nn.modules.conv._ConvNd):
+            after_conv = True
+        elif isinstance(module, _ACTIVATIONS) and len(shape) == ndim + 1:
+            if (ndim == 3 and after_conv) or ndim == 1:
+                if counts[name] == 1 and name not in chosen:
+                    chosen.append(name)
+                after_conv = False
+    modules = {name: module for name, module, _ in calls}
+    reused = [name for name, count in counts.items() if count > 1 and isinstance(modules[name], _ACTIVATIONS)]
+    if reused and network not in _WARNED:
+        _WARNED.add(network)
+        log.warning("left out of the default layers: %s called more than once in forward (a reused module; "
+                    "give each use its own module to analyse it)", ", ".join(reused))
+    return chosen
+
+
+def default_layers(network: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """The layers `analysis.layers=[conv]` means: the thesis convnet's conv activation maps
+    (act1..actK); for any other net, the output of each conv block's activation: every
+    activation module called right after a convolution (see activation_layers)."""
     spec = getattr(network, "spec", None)
     if spec is not None and hasattr(spec, "conv_channels"):
         return [f"act{i}" for i in range(1, len(spec.conv_channels) + 1)]
-    raise QueryError("this network has no default analysis layers: name them (e.g. analysis.layers=[layer1,layer2])")
+    if example is None:
+        raise QueryError("this network has no default analysis layers: name them (e.g. analysis.layers=[layer1,layer2])")
+    layers = activation_layers(network, example)
+    if not layers:
+        names = ", ".join(n for n, _ in network.named_modules() if n)
+        raise QueryError(f"found no activation module after a convolution to analyse; name the layers "
+                         f"(analysis.layers=[...]), valid layers: {names}")
+    return layers
 
 
 def find_units(network: nn.Module, layers: Sequence[str], example: torch.Tensor) -> Units:

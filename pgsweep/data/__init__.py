@@ -20,12 +20,21 @@ LOADERS: dict[str, Callable[..., ImageSet]] = {
 
 
 def load_dataset(name: str, root: str | Path | None = None, image_size: int = 60,
-                 equalize: bool = False) -> ImageSet:
+                 equalize: bool = False, channels: int = 1) -> ImageSet:
     """Load a dataset by name (`digits`, `yale`, `folder`) at image_size x image_size;
-    equalize: histogram-equalize each image (off in the thesis setup)."""
+    equalize: histogram-equalize each image (off in the thesis setup); channels: 1 (gray)
+    or 3 (RGB: a folder's colour images; the gray datasets' one channel repeated)."""
     if name not in LOADERS:
         raise ConfigError(f"unknown data.name '{name}'; choose one of {', '.join(LOADERS)}")
-    images = LOADERS[name](root=root, image_size=image_size)
+    if channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {channels}")
+    if name == "folder":
+        images = load_folder(root=root, image_size=image_size, channels=channels)
+    else:
+        images = LOADERS[name](root=root, image_size=image_size)
+        if channels == 3:
+            images = ImageSet(images.images.repeat(1, 3, 1, 1), images.labels, images.class_names,
+                              images.sources, images.content_ids)
     return equalize_histograms(images) if equalize else images
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgsweep.data.images import ImageSet, existing_folder, image_set, is_ignorable, read_grayscale
+from pgsweep.data.images import ImageSet, existing_folder, image_set, is_ignorable, read_grayscale, read_rgb
 from pgsweep.errors import DataError
 
 
-def load_folder(root: str | Path | None, image_size: int = 60) -> ImageSet:
-    """One subfolder per class, named by the class; classes are sorted by name."""
+def load_folder(root: str | Path | None, image_size: int = 60, channels: int = 1) -> ImageSet:
+    """One subfolder per class, named by the class; classes are sorted by name.
+
+    channels: 1 reads every image as grayscale, 3 as RGB."""
+    read = read_rgb if channels == 3 else read_grayscale
     folder = existing_folder(root, "image")
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -20,7 +23,7 @@ def load_folder(root: str | Path | None, image_size: int = 60) -> ImageSet:
         if not files:
             raise DataError(f"class folder has no images: {class_dir}")
         for path in files:
-            arrays.append(read_grayscale(path))
+            arrays.append(read(path))
             labels.append(label)
             sources.append(f"{class_dir.name}/{path.name}")
     return image_set(arrays, labels, [d.name for d in class_dirs], sources, image_size)

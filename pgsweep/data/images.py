@@ -40,21 +40,26 @@ def is_image_file(path: Path) -> bool:
         return False
 
 
-def read_grayscale(path: Path) -> np.ndarray:
-    """Decode an image file to a (H, W) uint8 array; fail with one line naming the file."""
+def read_grayscale(path: Path, mode: str = "L") -> np.ndarray:
+    """Decode an image file to a (H, W) uint8 array (mode "RGB": (H, W, 3)); fail with one line naming the file."""
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so a truncated file fails here and not later
-            return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+            return np.asarray(image.convert(mode), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataError(f"cannot read image {path}: {error}") from None
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to a (H, W, 3) uint8 RGB array (a gray image's one channel repeated)."""
+    return read_grayscale(path, "RGB")
+
+
 def resize_unit(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """(H, W) uint8 or float array -> (image_size, image_size) float32 in [0, 1]."""
+    """(H, W) or (H, W, 3) uint8 or float array -> (image_size, image_size[, 3]) float32 in [0, 1]."""
     if pixels.dtype != np.uint8:
         pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, mode="L").resize(
+    image = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L").resize(
         (image_size, image_size), Image.Resampling.BILINEAR
     )
     return np.asarray(image, dtype=np.float32) / 255.0
@@ -72,7 +77,7 @@ def content_id(pixels: np.ndarray) -> str:
 class ImageSet:
     """A labelled image collection, all in memory (the datasets here are small).
 
-    images:      (N, 1, S, S) float32 in [0, 1]
+    images:      (N, C, S, S) float32 in [0, 1]; C is 1 (gray) or 3 (RGB)
     labels:      (N,) int64 class index into class_names
     class_names: name of each class, index order
     sources:     where each image came from (file name, or dataset[index])
@@ -103,9 +108,11 @@ def image_set(
     """Build an ImageSet from decoded (H, W) arrays at their original resolution."""
     if image_size < 8:
         raise DataError(f"data.image_size must be at least 8 pixels, got {image_size}")
-    resized = np.stack([resize_unit(a, image_size) for a in arrays])  # (N, S, S)
+    resized = np.stack([resize_unit(a, image_size) for a in arrays])  # (N, S, S) or (N, S, S, 3)
+    pixels = torch.from_numpy(resized)
+    pixels = pixels.permute(0, 3, 1, 2).contiguous() if pixels.dim() == 4 else pixels.unsqueeze(1)
     return ImageSet(
-        images=torch.from_numpy(resized).unsqueeze(1),  # (N, 1, S, S)
+        images=pixels,  # (N, C, S, S)
         labels=torch.tensor(labels, dtype=torch.int64),
         class_names=tuple(class_names),
         sources=tuple(sources),

@@ -1,4 +1,4 @@
-"""A trained model with what travels with it: its spec, class names and data split."""
+"""A trained model with what travels with it: how to rebuild it, its class names and data split."""
 
 from __future__ import annotations
 
@@ -6,45 +6,60 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pgsweep.errors import ModelError
-from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
+from pgsweep.models.spec import ConvNetSpec, ModelRecipe
 
 MODEL_FILE = "pgsweep-model.pt"
 _FORMAT = "pgsweep-model"
-_VERSION = 1
+# 1: the thesis convnet only ("spec"); 2: any net by `_target_` ("recipe": target, arguments,
+# classes, channels, size, pixel standardisation), and the input convention it expects
+_VERSION = 2
+_READS = (1, 2)
 
 
 @dataclass(frozen=True, eq=False)
 class TrainedModel:
     """A network in eval mode plus the class index <-> name mapping it was trained on.
 
-    provenance records the data it saw: dataset name, image size, split settings and
-    the source of every test image, so later stages can query the same test set.
-    pruning: for a pruned network, the filters removed from the base network the spec
-    describes (pgsweep.prune.surgery.PruningRecord as a dict), replayed when it loads.
+    recipe rebuilds the network (its `_target_` and arguments); None for a ThesisConvNet,
+    whose spec says it. provenance records the data it saw: dataset name, image size, split
+    settings and the source of every test image, so later stages can query the same test set.
+    pruning: for a pruned network, the filters removed from the base network the recipe
+    builds (pgsweep.prune.surgery.PruningRecord as a dict), replayed when it loads.
     """
 
-    network: ThesisConvNet
+    network: nn.Module
     class_names: tuple[str, ...]
     provenance: dict = field(default_factory=dict)
+    recipe: ModelRecipe | None = None
     pruning: dict | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
+        if self.recipe is None and isinstance(getattr(self.network, "spec", None), ConvNetSpec):
+            object.__setattr__(self, "recipe", ModelRecipe.thesis(self.network.spec))
 
     @property
-    def spec(self) -> ConvNetSpec:
-        return self.network.spec
+    def spec(self) -> ConvNetSpec | None:
+        """The thesis convnet's spec; None for any other network."""
+        spec = getattr(self.network, "spec", None)
+        return spec if isinstance(spec, ConvNetSpec) else None
 
     def save(self, path: str | Path) -> Path:
-        """Write a self-describing file: weights, spec, classes; no pickled code."""
+        """Write a self-describing file: weights, recipe, classes, input convention; no pickled code."""
+        if self.recipe is None:
+            raise ModelError(f"cannot save a {type(self.network).__name__} without its recipe (its _target_)")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        recipe = self.recipe.to_dict()
         payload = {
             "format": _FORMAT,
             "version": _VERSION,
-            "spec": self.spec.to_dict(),
+            "recipe": recipe,
+            "input": {"range": [0.0, 1.0], "channels": recipe["in_channels"], "image_size": recipe["input_size"],
+                      "standardization": "inside the network: (x - input_mean) / input_std"},
             "class_names": list(self.class_names),
             "provenance": self.provenance,
             **({"pruning": self.pruning} if self.pruning else {}),
@@ -57,6 +72,8 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedModel":
+        from pgsweep.models.build import build_network, locate
+
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
@@ -66,13 +83,20 @@ class TrainedModel:
             raise ModelError(f"cannot read model file {path}: {error}") from None
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ModelError(f"{path} is not a pgsweep model file")
-        if payload.get("version") != _VERSION:
-            raise ModelError(f"{path} has model format version {payload.get('version')}; this pgsweep reads {_VERSION}")
-        network = ThesisConvNet(ConvNetSpec.from_dict(payload["spec"]))
+        if payload.get("version") not in _READS:
+            raise ModelError(f"{path} has model format version {payload.get('version')}; this pgsweep reads "
+                             f"{', '.join(map(str, _READS))}")
+        if payload["version"] == 1:
+            recipe = ModelRecipe.thesis(ConvNetSpec.from_dict(payload["spec"]))
+        else:
+            recipe = ModelRecipe.from_dict(payload["recipe"])
+        locate(recipe.target, f"the model's class (recorded in {path.name})")
+        network = build_network(recipe)
         pruning = payload.get("pruning")
         if pruning:  # the base network's layers, cut to the pruned widths before the weights load
             from pgsweep.prune.surgery import replay
 
             replay(network, pruning)
         network.load_state_dict(payload["state_dict"])
-        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}), pruning or None)
+        return cls(network, tuple(payload["class_names"]), dict(payload.get("provenance") or {}), recipe,
+                   pruning or None)

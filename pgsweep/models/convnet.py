@@ -19,13 +19,20 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "si
 POOLING: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+def _pixel_tensor(value) -> torch.Tensor:
+    """One value for every channel (a 0-dim tensor), or one per channel ((C, 1, 1))."""
+    if isinstance(value, (list, tuple)):
+        return torch.tensor([float(v) for v in value]).reshape(-1, 1, 1)
+    return torch.tensor(float(value))
+
+
 class Standardize(nn.Module):
     """(x - mean) / std with the training set's pixel statistics kept as buffers."""
 
-    def __init__(self, mean: float, std: float) -> None:
+    def __init__(self, mean, std) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        self.register_buffer("mean", _pixel_tensor(mean))
+        self.register_buffer("std", _pixel_tensor(std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -68,3 +75,30 @@ class ThesisConvNet(nn.Sequential):
     def activation_layer_names(self) -> list[str]:
         """Names of every activation module, conv maps first: act1 .. act(K+H)."""
         return [name for name, module in self.named_children() if name.startswith("act")]
+
+
+def thesis_convnet(
+    num_classes: int,
+    in_channels: int = 1,
+    input_size: int = 60,
+    conv_channels=(5, 8, 10),
+    kernel_size: int = 5,
+    padding: int = 0,
+    pool_size: int = 2,
+    pooling: str = "max",
+    hidden_units=(20,),
+    activation: str = "tanh",
+    input_mean=0.0,
+    input_std=1.0,
+) -> ThesisConvNet:
+    """The thesis convnet as a Hydra `_target_` (conf/model/thesis_convnet.yaml): keyword arguments in,
+    network out; pgsweep passes the data's classes, channels, size and pixel statistics."""
+    def pixels(value):
+        return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+
+    return ThesisConvNet(ConvNetSpec(
+        num_classes=int(num_classes), input_size=int(input_size), in_channels=int(in_channels),
+        conv_channels=tuple(int(c) for c in conv_channels), kernel_size=int(kernel_size), padding=int(padding),
+        pool_size=int(pool_size), pooling=str(pooling), hidden_units=tuple(int(u) for u in hidden_units),
+        activation=str(activation), input_mean=pixels(input_mean), input_std=pixels(input_std),
+    ))

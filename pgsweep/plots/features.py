@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib import patheffects
 from matplotlib.patches import Rectangle
 
 from pgsweep.plots.common import new_figure, show_image
 
 
-def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1) -> Figure:
+def _box(left, top, right, bottom) -> Rectangle:
+    """The receptive field's red outline, with a white halo so it shows on a red or dark colour image too."""
+    box = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5)
+    box.set_path_effects([patheffects.withStroke(linewidth=3.5, foreground="white")])
+    return box
+
+
+def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1,
+                           max_pool_after: bool = True) -> Figure:
     """The image with the receptive field of the highest-PG position outlined (red), the
     layer's activation maps (row 2) and PG maps (row 3), each row with its colour scale.
 
     image: (H, W) or (C, H, W), C 1 or 3; maps: anything with activation (F, h, w), pg
     (F, h, w), filter, row, col, box (top, left, bottom, right) like
     pgsweep.analyses.features.FeatureMaps. Filters are named `layer-unit` from 1.
+    max_pool_after: a 2x2 max pool follows the layer (the thesis convnet): the footnote explains
+    the checkerboard it leaves in the PG maps.
     """
     count = maps.activation.shape[0]
     figure = new_figure(max(1.45 * count + 1.4, 5.5), 5.6)
@@ -24,7 +35,7 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
     ax = figure.add_subplot(grid[0, :count])
     show_image(ax, image)
     top, left, bottom, right = maps.box
-    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5))
+    ax.add_patch(_box(left, top, right, bottom))
     ax.set_title(title, fontsize=9)
     peak = f"{layer_number}-{maps.filter + 1}"
     ax.set_xlabel(f"red box: the input pixels that filter {peak}'s peak-PG position sees", fontsize=8)
@@ -50,9 +61,10 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
     bar.set_label("activation", fontsize=7)
     bar = figure.colorbar(pg_image, cax=figure.add_subplot(grid[2, count]))
     bar.set_label("PG (red +, blue -)", fontsize=7)
-    figure.text(0.5, 0.0, "The 2x2 max pool after the layer passes the gradient to one position of each "
-                "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG.",
-                ha="center", va="top", fontsize=7, wrap=True)
+    note = ("The 2x2 max pool after the layer passes the gradient to one position of each "
+            "2x2 window, hence the checkerboard in the PG maps; + marks the highest PG."
+            if max_pool_after else "+ marks the highest PG.")
+    figure.text(0.5, 0.0, note, ha="center", va="top", fontsize=7, wrap=True)
     return figure
 
 
@@ -76,8 +88,9 @@ def feature_boxes(faces, rows, class_names) -> Figure:
             if not len(picked):
                 continue
             best = picked.iloc[0]
-            ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
-                                   best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            box = ax.add_patch(Rectangle((best["left"] - 0.5, best["top"] - 0.5), best["right"] - best["left"],
+                                         best["bottom"] - best["top"], fill=False, ec=colour, lw=2))
+            box.set_path_effects([patheffects.withStroke(linewidth=4, foreground="white")])
             what = face["class_name"] if own else f"like {class_names[int(best['target'])]}"
             ax.set_title(f"{what}\nfilter {best['filter_name']}", fontsize=8, color=colour)
         axes[0, i].set_xlabel(str(face.get("source", "")), fontsize=7)

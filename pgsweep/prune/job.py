@@ -113,7 +113,7 @@ class PruneJob:
         settings = asdict(self.settings)
         for key in ("output_dir", "progress_bar", "latency_batch", "latency_repeats"):  # not the tasks' work
             settings.pop(key)
-        return {"spec": self.model.spec.to_dict(), "pruning": self.model.pruning, "layers": list(self.layers),
+        return {"recipe": self.model.recipe.to_dict(), "pruning": self.model.pruning, "layers": list(self.layers),
                 "settings": settings,  # of the trainer, only what fine-tuning uses
                 "trainer": {k: getattr(self.trainer, k) for k in ("learning_rate", "batch_size", "momentum",
                                                                   "weight_decay")},
@@ -149,7 +149,7 @@ class PruneJob:
             PruningRecord(tuple(example.shape))
         fractions = settings.fractions()
         counts = removal_counts(widths, fractions)
-        number = _layer_numbers(base, self.layers)  # filters are named `layer-unit` as in the analyses
+        number = _layer_numbers(base, self.layers, example)  # filters are named `layer-unit` as in the analyses
 
         def scores_of(net, step) -> dict[str, np.ndarray]:  # {layer: score of each channel it has now}
             return filter_scores(net, task.criterion, self.layers, self.score_images, self.score_labels,
@@ -173,7 +173,8 @@ class PruneJob:
                 "seconds": seconds,
                 # the network as a model file: the driver times every step's network side by side
                 "model_file": _model_bytes(TrainedModel(copy.deepcopy(net), self.model.class_names,
-                                                        self._provenance(task), step_record.to_dict())),
+                                                        self._provenance(task), self.model.recipe,
+                                                        step_record.to_dict())),
             }
 
         step_record = base_record
@@ -213,11 +214,11 @@ class PruneJob:
         return provenance
 
 
-def _layer_numbers(network: torch.nn.Module, layers: tuple[str, ...]) -> dict[str, int]:
+def _layer_numbers(network: torch.nn.Module, layers: tuple[str, ...], example: torch.Tensor) -> dict[str, int]:
     """Each layer's place (from 0) among the network's conv maps, so act2's 5th filter is `2-5`
     whichever layers are pruned; a network without default conv maps numbers the layers given."""
     try:
-        maps = default_layers(network)
+        maps = default_layers(network, example)
     except QueryError:
         maps = []
     if not set(layers) <= set(maps):

@@ -31,7 +31,7 @@ from pgsweep.prune import plots
 from pgsweep.prune.job import PruneJob, PruneTask, read_model
 from pgsweep.prune.schedule import PruneSettings, check_widths
 from pgsweep.prune.summary import comparisons, markdown, summarize
-from pgsweep.prune.surgery import latencies, producing_conv
+from pgsweep.prune.surgery import coupled_convs, latencies, producing_conv
 from pgsweep.settings import CONV_LAYERS
 from pgsweep.sweep.adversarial import ray_settings
 from pgsweep.sweep.grid import ShardStore
@@ -54,7 +54,7 @@ def prune_layers(network, settings: PruneSettings, example) -> dict[str, int]:
     layers: list[str] = []
     for layer in settings.layers:
         try:
-            layers.extend(default_layers(network) if layer == CONV_LAYERS else [layer])
+            layers.extend(default_layers(network, example) if layer == CONV_LAYERS else [layer])
         except QueryError as error:
             raise ConfigError(f"prune.layers: {error}") from None
     if len(set(layers)) != len(layers):
@@ -74,7 +74,21 @@ def prune_layers(network, settings: PruneSettings, example) -> dict[str, int]:
             raise ConfigError(f"prune.layers: {error}") from None
         if dict(network.named_modules())[conv].out_channels != units.sizes[units.layers.index(layer)]:
             raise ConfigError(f"prune.layers: {layer}'s maps are not the output channels of {conv}")
-    return dict(zip(units.layers, units.sizes))
+    sizes = dict(zip(units.layers, units.sizes))
+    convs = {layer: producing_conv(network, layer) for layer in sizes}
+    tied = coupled_convs(network, list(convs.values()), example)
+    layer_of = {conv: layer for layer, conv in convs.items()}
+    for layer in list(sizes):
+        if convs[layer] not in tied:
+            continue
+        earlier = layer_of[tied[convs[layer]]]
+        if CONV_LAYERS not in settings.layers:  # the user named both
+            raise ConfigError(f"prune.layers: {layer} and {earlier} share their channels (a residual connection "
+                              f"adds them), so they cannot be pruned as two layers; name one of them")
+        log.info("prune.layers=[conv]: leaving out %s, whose channels are %s's (a residual connection adds them)",
+                 layer, earlier)
+        del sizes[layer]
+    return sizes
 
 
 def check(ctx) -> None:

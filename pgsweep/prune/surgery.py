@@ -75,6 +75,30 @@ def _graph(network: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
         return tp.DependencyGraph().build_dependency(network, example_inputs=example, verbose=False)
 
 
+def coupled_convs(network: nn.Module, convs: Sequence[str], example: torch.Tensor) -> dict[str, str]:
+    """{conv: an earlier conv of `convs` whose output channels Torch-Pruning removes with it}.
+
+    Convs whose outputs are added together (a residual block's last conv and the stream it
+    adds to) share their channels: removing a filter of one removes it from all of them, so
+    two of them cannot be pruned as separate layers.
+    """
+    modules = dict(network.named_modules())
+    names = {id(module): name for name, module in modules.items()}
+    graph = _graph(network, example)
+    owner: dict[str, str] = {}
+    coupled: dict[str, str] = {}
+    for conv in convs:
+        if conv in owner:
+            coupled[conv] = owner[conv]
+            continue
+        group = graph.get_pruning_group(modules[conv], tp.prune_conv_out_channels, idxs=[0])
+        for dependency, _ in group:
+            module = dependency.target.module
+            if isinstance(module, nn.Conv2d) and dependency.handler == tp.prune_conv_out_channels:
+                owner.setdefault(names.get(id(module), ""), conv)
+    return coupled
+
+
 def remove_filters(network: nn.Module, removal: Mapping[str, Sequence[int]], example: torch.Tensor) -> None:
     """Remove output channels of convs, in place: {conv name: channel indices in it now}."""
     modules = dict(network.named_modules())

@@ -79,12 +79,13 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     perturbation = replace(settings.perturbation(), step_kind=step_kind)
     steps = settings.fixed_steps() or math_.steps_from_norms(
         norms, step_kind, int(np.prod(images.shape[1:])), settings.rms_min, settings.rms_max, settings.step_count)
-    prefix = {"auto": math_.find_affine_prefix(network), "none": None}.get(settings.affine_prefix,
+    prefix = {"auto": math_.find_affine_prefix(network, images[:1]), "none": None}.get(settings.affine_prefix,
                                                                               settings.affine_prefix)
     job = SweepJob(
-        model={"spec": model.spec.to_dict(),
+        # the thesis convnet keeps its spec, so its earlier shard folders (hashed from it) still resume
+        model={**({"spec": model.spec.to_dict()} if model.spec is not None else {"recipe": model.recipe.to_dict()}),
                "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-               "pruning": model.pruning},
+               **({"pruning": model.pruning} if model.pruning else {})},
         images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
         affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,
@@ -177,8 +178,9 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
     tracker.log_figure(plots.adversarial_success(per_target, per_step, names_of), "adversarial/fig4_6_success.png")
     tracker.log_figure(plots.adversarial_induced_error(per_target, per_step, names_of),
                        "adversarial/fig4_7_induced_error.png")
-    if settings.examples:
-        examples, pixels, titles, rows = _examples(model.network, job, results, settings, model.class_names)
+    examples = _examples(model.network, job, results, settings, model.class_names) if settings.examples else None
+    if examples is not None:
+        examples, pixels, titles, rows = examples
         tracker.log_table(examples, "adversarial/examples.parquet")
         tracker.log_figure(plots.adversarial_examples(pixels, titles, rows), "adversarial/fig4_5_examples.png")
     log.info("adversarial: mean success %.3f, mean induced error %.3f over %d steps; easiest targets %s",
@@ -188,15 +190,19 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
 
 def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_names):
     """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step
-    (step_index -1 is the original image)."""
+    (step_index -1 is the original image); images whose only target is their own class are
+    skipped, and None is returned when no image has another target."""
     from pgsweep.evaluate import predict_logits
 
-    count = min(settings.examples, len(job.image_ids))
     step_columns = sorted(set(np.linspace(0, len(job.steps) - 1, settings.example_steps).round().astype(int)))
     rows, pixels, titles, labels = [], [], [], []
-    for position in range(count):
+    for position in range(len(job.image_ids)):
+        if len(labels) == settings.examples:
+            break
         image_id = job.image_ids[position]
         own = results[(results.image == image_id) & (results.target != results.label)]
+        if own.empty:  # its only target is its own class: nothing to show it moved toward
+            continue
         hits = own[own.success]
         target = int(hits.sort_values(["step_index", "target"]).target.iloc[0]) if len(hits) else int(own.target.iloc[0])
         image = job.images[position : position + 1]
@@ -220,4 +226,6 @@ def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_nam
         pixels.append(torch.cat([image, moved.clamp(0, 1)]).numpy())  # (1 + K, C, H, W)
         titles.append(image_titles)
         labels.append(f"{class_names[label]} -> {class_names[target]}")
+    if not pixels:  # every image's only target was its own class
+        return None
     return pd.DataFrame(rows), np.stack(pixels), titles, labels

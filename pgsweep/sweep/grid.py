@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from pgsweep.analyses.adversarial import Perturbation, evaluate_block
-from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
+from pgsweep.models.spec import ConvNetSpec, ModelRecipe
 
 SORT = ["image", "target", "step_index"]
 
@@ -52,8 +52,9 @@ def make_shards(images: int, targets: Sequence[int], images_per_shard: int, targ
 class SweepJob:
     """Everything a worker needs, as plain data (put in Ray's object store once).
 
-    model: {"spec": ConvNetSpec dict, "state_dict": tensors, "pruning": a pruned model's record
-    or None}; images (N, *x) in pixel
+    model: {"recipe": ModelRecipe dict (or "spec": a thesis ConvNetSpec dict), "state_dict": tensors,
+    "pruning": a pruned model's record, when it is one}; a worker rebuilds the net from it, so its
+    class must import there too; images (N, *x) in pixel
     range; labels (N,); image_ids (N,) the ids the tables carry.
     """
 
@@ -67,8 +68,15 @@ class SweepJob:
     affine_prefix: str | None
     batch_size: int = 64
 
-    def network(self) -> ThesisConvNet:
-        network = ThesisConvNet(ConvNetSpec.from_dict(self.model["spec"]))
+    def recipe(self) -> ModelRecipe:
+        if "recipe" in self.model:
+            return ModelRecipe.from_dict(self.model["recipe"])
+        return ModelRecipe.thesis(ConvNetSpec.from_dict(self.model["spec"]))
+
+    def network(self) -> torch.nn.Module:
+        from pgsweep.models.build import build_network
+
+        network = build_network(self.recipe())
         if self.model.get("pruning"):  # a pruned model: its base network cut to the pruned widths
             from pgsweep.prune.surgery import replay
 
@@ -98,7 +106,8 @@ class SweepJob:
 
     def describe(self, images_per_shard: int, targets_per_shard: int) -> dict:
         return {
-            "spec": self.model["spec"], "image_ids": list(self.image_ids), "targets": list(self.targets),
+            **({"spec": self.model["spec"]} if "spec" in self.model else {"recipe": self.model["recipe"]}),
+            "image_ids": list(self.image_ids), "targets": list(self.targets),
             "steps": list(self.steps), "perturbation": asdict(self.perturbation),
             "affine_prefix": self.affine_prefix, "batch_size": self.batch_size,
             "images_per_shard": images_per_shard, "targets_per_shard": targets_per_shard,

@@ -120,6 +120,50 @@ def tiny_resnet(in_channels: int = 3, num_classes: int = 6) -> ResNet:
     return ResNet((2, 1), (8, 12), in_channels, num_classes)
 
 
+class ResidualBlock(nn.Module):
+    """A residual block with its own module for each ReLU (no reuse), so both can be analysed."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        self.act2 = nn.ReLU()
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """(B, 3, S, S) -> (B, classes): stem, two residual stages (16 and 32 channels), pooling, fc."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.act = nn.ReLU()
+        self.layer1 = nn.Sequential(ResidualBlock(width, width))
+        self.layer2 = nn.Sequential(ResidualBlock(width, 2 * width, stride=2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(self.act(self.bn(self.conv(x)))))  # (B, 2w, S/2, S/2)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def small_resnet(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> SmallResNet:
+    """The benchmarks' small ResNet: two residual stages, batch norm, ReLU, every module used once."""
+    return SmallResNet(num_classes, width, in_channels)
+
+
 # Weights of hand_set_knockout_net's output layer: class 0 reads filter 0, class 1 filter 1,
 # both read filter 2 a little. d logit_c / d act1[k] = KNOCKOUT_WEIGHTS[c, k] / 4 at each of the
 # 4 positions, so the logit-PG L2 score of filter k for class c is |KNOCKOUT_WEIGHTS[c, k]| / 2.

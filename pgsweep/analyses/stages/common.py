@@ -7,31 +7,25 @@ the whole group: a mistyped key anywhere in it fails before a run starts.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
 from pgsweep.analyses.units import Units, default_layers, find_units
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.models.convnet import ThesisConvNet
 from pgsweep.settings import ALL_CLASSES, CONV_LAYERS, FIRST_CLASSES, AnalysisSettings  # noqa: F401  (the stages' names)
 
 # ---------------------------------------------------------------- checks against model and data
 
 def network_for_checks(ctx) -> torch.nn.Module:
     """The model's network, or (train runs first in this command) an untrained one of the same shape."""
-    if ctx.model is not None:
-        return ctx.model.network
-    spec = replace(ctx.settings.architecture, num_classes=len(ctx.images.class_names))
-    return ThesisConvNet(spec)
+    return ctx.network_for_checks()
 
 
-def resolve_layers(network: torch.nn.Module, layers: tuple[str, ...]) -> list[str]:
-    """`conv` expands to the network's conv maps; other names are taken as given."""
+def resolve_layers(network: torch.nn.Module, layers: tuple[str, ...], example: torch.Tensor | None = None) -> list[str]:
+    """`conv` expands to the network's conv maps (see default_layers); other names are taken as given."""
     names: list[str] = []
     for layer in layers:
-        names.extend(default_layers(network) if layer == CONV_LAYERS else [layer])
+        names.extend(default_layers(network, example) if layer == CONV_LAYERS else [layer])
     if len(set(names)) != len(names):
         raise ConfigError(f"analysis.layers names a layer twice once conv is expanded: {names}")
     return names
@@ -40,7 +34,10 @@ def resolve_layers(network: torch.nn.Module, layers: tuple[str, ...]) -> list[st
 def analysis_units(ctx, settings: AnalysisSettings, network=None) -> Units:
     """The units the stages score, checked on one image: an unknown layer fails here."""
     network = network if network is not None else network_for_checks(ctx)
-    layers = resolve_layers(network, settings.query.layers)
+    try:
+        layers = resolve_layers(network, settings.query.layers, ctx.images.images[:1])
+    except QueryError as error:
+        raise ConfigError(f"analysis.layers: {error}") from None
     # the knockout replays layers in forward order, whatever order the config lists them in
     position = {name: i for i, (name, _) in enumerate(network.named_modules())}
     layers.sort(key=lambda name: position.get(name, -1))

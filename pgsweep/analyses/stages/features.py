@@ -18,8 +18,9 @@ from pgsweep.analyses.features import feature_maps, feature_table
 from pgsweep.analyses.stages.common import (
     FIRST_CLASSES, AnalysisSettings, class_indices, images_of, network_for_checks,
 )
-from pgsweep.analyses.units import find_units, unit_label
+from pgsweep.analyses.units import default_layers, find_units, unit_label
 from pgsweep.errors import ConfigError, QueryError
+from pgsweep.settings import AUTO_LAYER
 from pgsweep.evaluate import predict_logits
 
 __all__ = ["check", "run"]
@@ -27,14 +28,25 @@ __all__ = ["check", "run"]
 log = logging.getLogger(__name__)
 
 
+def feature_layer(ctx, settings: AnalysisSettings, network=None) -> str:
+    """analysis.features.layer, with `auto` as the first of the network's default conv layers (act1)."""
+    if settings.features.layer != AUTO_LAYER:
+        return settings.features.layer
+    try:
+        return default_layers(network if network is not None else network_for_checks(ctx), ctx.images.images[:1])[0]
+    except QueryError as error:
+        raise ConfigError(f"analysis.features.layer: {error}") from None
+
+
 def check(ctx) -> None:
     settings: AnalysisSettings = ctx.stage_settings["features"]
+    layer = feature_layer(ctx, settings)
     try:
-        units = find_units(network_for_checks(ctx), [settings.features.layer], ctx.images.images[:1])
+        units = find_units(network_for_checks(ctx), [layer], ctx.images.images[:1])
     except QueryError as error:
         raise ConfigError(f"analysis.features.layer: {error}") from None
     if units.ndims[0] != 3:
-        raise ConfigError(f"analysis.features.layer '{settings.features.layer}' has no spatial maps; choose a conv layer")
+        raise ConfigError(f"analysis.features.layer '{layer}' has no spatial maps; choose a conv layer")
     _figure_images(ctx, settings)  # an unknown class, or one without test images, fails here
 
 
@@ -54,9 +66,13 @@ def _figure_images(ctx, settings: AnalysisSettings) -> list[int]:
 
 
 def _layer_number(ctx, layer: str) -> int:
-    """The layer's number in the thesis's `layer-unit` names (act2 -> 2), else 1."""
-    digits = "".join(ch for ch in layer if ch.isdigit())
-    return int(digits) if layer.startswith("act") and digits else 1
+    """The layer's number in the thesis's `layer-unit` names: its place among the default conv
+    layers (act2 -> 2 on the thesis convnet), else 1."""
+    try:
+        layers = default_layers(ctx.model.network, ctx.images.images[:1])
+    except QueryError:
+        return 1
+    return layers.index(layer) + 1 if layer in layers else 1
 
 
 def run(ctx) -> None:
@@ -64,7 +80,10 @@ def run(ctx) -> None:
     import pandas as pd
 
     settings: AnalysisSettings = ctx.stage_settings["features"]
-    network, names, layer = ctx.model.network, ctx.images.class_names, settings.features.layer
+    network, names = ctx.model.network, ctx.images.class_names
+    layer = feature_layer(ctx, settings, network)
+    spec = ctx.model.spec  # the thesis convnet: a 2x2 max pool follows each conv activation
+    max_pool_after = spec is not None and spec.pooling == "max" and spec.pool_size == 2 and layer.startswith("act")
     images, labels, indices = images_of(ctx, "test")
     number = _layer_number(ctx, layer)
     table = feature_table(network, images, layer, "all", settings.query.output, settings.query.image_chunk)
@@ -92,7 +111,8 @@ def run(ctx) -> None:
             ("lookalike", other, f"{source} ({names[c]}): what makes it look like {names[other]}"),
         ):
             maps = feature_maps(network, images[i], target, layer, settings.query.output)
-            ctx.tracker.log_figure(plots.characteristic_feature(images[i].numpy(), maps, title, number),
+            ctx.tracker.log_figure(plots.characteristic_feature(images[i].numpy(), maps, title, number,
+                                                                max_pool_after),
                                    f"features/{kind}_{figure_index}.png")
             for f in range(maps.activation.shape[0]):
                 maps_rows.append({

@@ -16,8 +16,9 @@ import pandas as pd
 from pgsweep import plots
 from pgsweep.analyses.ranking import ClassScores, class_scores, strongest_weakest, thesis_table_markdown
 from pgsweep.analyses.stages.common import (
-    AnalysisSettings, analysis_units, images_of, require_images,
+    AnalysisSettings, analysis_units, images_of, network_for_checks, require_images,
 )
+from pgsweep.analyses.units import activation_layers
 from pgsweep.errors import ConfigError
 
 __all__ = ["check", "run", "scores_for", "RankReport"]
@@ -44,8 +45,11 @@ def check(ctx) -> None:
 
 def _fc_layers(ctx) -> list[str]:
     spec = ctx.settings.architecture if ctx.model is None else ctx.model.spec
-    first = len(spec.conv_channels) + 1
-    layers = [f"act{first + i}" for i in range(len(spec.hidden_units))]
+    if spec is not None:
+        first = len(spec.conv_channels) + 1
+        layers = [f"act{first + i}" for i in range(len(spec.hidden_units))]
+    else:  # any other net: its activation modules with (units,) outputs
+        layers = activation_layers(network_for_checks(ctx), ctx.images.images[:1], ndim=1)
     if not layers:
         raise ConfigError("analysis.rank.fc_units: the model has no hidden fully connected layer")
     return layers
