@@ -19,31 +19,11 @@ from PIL import Image
 from torch import nn
 
 from pgsweep.errors import PgsweepError
+from pgsweep.testing.models import ResidualBlock as Block
 
 HERE = Path(__file__).resolve().parent
 TARGET = "test_custom_model.TinyResNet"
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 50, 40)}
-
-
-class Block(nn.Module):
-    """A residual block: conv-bn-relu-conv-bn, plus the (projected) input, then relu."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-        self.act2 = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
 
 
 class TinyResNet(nn.Module):

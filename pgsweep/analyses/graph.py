@@ -98,14 +98,8 @@ class GraphReplay:
         """
         values, raw = {self.input: self._prepare(x)}, {}
         for node in self.nodes:
-            if node.op == "placeholder":
-                continue
-            value = self._run(node, values)
-            if node in self.layer_of:
-                j = self.layer_of[node]
-                raw[j] = value
-                value = mask(j, value)
-            values[node] = value
+            if node.op != "placeholder":
+                self._update(node, values, raw, mask)
         return values, raw
 
     def recompute(self, values: dict, raw: dict, changed: set[int], mask) -> None:
@@ -114,13 +108,16 @@ class GraphReplay:
             values[self.layer_nodes[j]] = mask(j, raw[j])
         todo = sorted(set().union(*(self.downstream[j] for j in changed)))
         for i in todo:
-            node = self.nodes[i]
-            value = self._run(node, values)
-            if node in self.layer_of:
-                j = self.layer_of[node]
-                raw[j] = value
-                value = mask(j, value)
-            values[node] = value
+            self._update(self.nodes[i], values, raw, mask)
+
+    def _update(self, node, values: dict, raw: dict, mask) -> None:
+        """Evaluate one node from `values`; an analysed layer keeps its raw output and gets masked."""
+        value = self._run(node, values)
+        if node in self.layer_of:
+            j = self.layer_of[node]
+            raw[j] = value
+            value = mask(j, value)
+        values[node] = value
 
 
 def _attribute(module: nn.Module, target: str):
