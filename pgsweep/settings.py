@@ -52,6 +52,18 @@ def show_progress_bar(value: str, stream) -> bool:
     return stream.isatty() if choice is None else choice
 
 
+OPTIMIZE_CHOICES = ("auto", "true", "false")
+
+
+def check_optimize(value, key: str) -> str:
+    """The knockout's and the sweep's `optimize` (run on the network's inference copy,
+    pgsweep.analyses.inference): auto (on the CPU), true or false; YAML booleans accepted."""
+    word = str(value).lower()
+    if word not in OPTIMIZE_CHOICES:
+        raise ConfigError(f"{key} must be auto, true or false, got '{value}'")
+    return word
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     max_epochs: int = 250
@@ -157,8 +169,10 @@ class KnockoutSettings:
     seed: int = 0
     after: int = 10
     all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
+    optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
 
     def validate(self) -> None:
+        check_optimize(self.optimize, "analysis.knockout.optimize")
         if not self.classes:
             raise ConfigError("analysis.knockout.classes must name classes, or be [all]")
         if self.random_orderings < 0:
@@ -291,6 +305,7 @@ class AdversarialSettings:
     rms_max: float = 0.5            # ... and of the largest
     affine_prefix: str = "auto"     # auto | none | a top-level layer name
     batch_size: int = 64            # perturbed images per forward pass
+    optimize: str = "auto"          # run on the network's inference copy: auto (on the CPU), true, false
     images_per_shard: int = 16
     targets_per_shard: int = 0      # 0: all targets in one shard
     output_dir: str = "outputs/adversarial"  # finished shards, one folder per (model, grid)
@@ -332,6 +347,7 @@ class AdversarialSettings:
         if self.step_range == "norms" and not 0 < self.rms_min <= self.rms_max:
             raise ConfigError(f"adversarial: need 0 < rms_min <= rms_max, got {self.rms_min}, {self.rms_max}")
         check_progress_bar(self.progress_bar, "adversarial.progress_bar")
+        check_optimize(self.optimize, "adversarial.optimize")
 
     def show_progress_bar(self) -> bool:
         return show_progress_bar(self.progress_bar, sys.stderr)  # the sweep's bar writes to stderr

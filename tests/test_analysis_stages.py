@@ -137,6 +137,8 @@ def test_every_job_of_the_shipped_rank_and_knockout_sweep_gives_other_numbers(an
     (["+analysis.rank.top=3"], ConfigError, "unknown config key analysis.rank.top"),
     (["+analysis.typo=1"], ConfigError, "unknown config key analysis.typo"),
     (["analysis.rank.split=val"], ConfigError, "analysis.rank.split must be one of"),
+    (["analysis.knockout.optimize=fast"], ConfigError, "analysis.knockout.optimize must be auto, true or false"),
+    (["adversarial.optimize=maybe"], ConfigError, "adversarial.optimize must be auto, true or false, got 'maybe'"),
 ])
 def test_bad_analysis_input_fails_in_one_line_before_any_run(tmp_path, overrides, error, message):
     cfg = _compose(tmp_path, "trainer.max_epochs=1", *overrides)

@@ -29,6 +29,7 @@ from torch import nn
 
 from pgsweep.analyses.graph import GraphReplay, traced
 from pgsweep.errors import QueryError
+from pgsweep.analyses.inference import channels_last, inference_copy
 from pgsweep.settings import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (light: config checks use them)
 from pgsweep.pg import INPUT, prediction_gradients
 
@@ -383,6 +384,7 @@ def evaluate_block(
     perturbation: Perturbation = Perturbation(),
     affine_prefix: str | None = None,
     batch_size: int = 64,
+    optimize: str = "auto",
 ) -> pd.DataFrame:
     """Every (image, target, step) point of one block of the grid, as a table.
 
@@ -391,6 +393,8 @@ def evaluate_block(
     per step one pass of the layers after the affine prefix (the whole network when
     there is none, or when clipping). Rows are ordered by image, target, step;
     confidences are softmax probabilities whatever `output` the gradient was of.
+    optimize (auto: on the CPU): gradients and steps run on the network's inference copy
+    (pgsweep.analyses.inference), checked against the network first; false: on the network.
     """
     perturbation.validate()
     steps = check_steps(steps)
@@ -398,6 +402,9 @@ def evaluate_block(
     parameter = next(network.parameters(), None)
     if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
         images = images.to(parameter.device, parameter.dtype)
+        fast = inference_copy(network, images[:8], (), optimize)
+        if fast is not None:
+            network, images = fast, channels_last(images)
     batch, targets = images.shape[0], [int(t) for t in targets]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():

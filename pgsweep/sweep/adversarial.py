@@ -20,7 +20,7 @@ import torch
 from pgsweep.analyses import adversarial as math_
 from pgsweep.config import build, section
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.settings import AdversarialSettings, RaySettings
+from pgsweep.settings import AdversarialSettings, RaySettings, check_optimize
 from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
 from pgsweep.sweep.runner import SweepStats, check_address, ray_session, run_sweep
 
@@ -89,6 +89,7 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
         images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
         affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,
+        optimize=check_optimize(settings.optimize, "adversarial.optimize"),
     )
     per_shard = settings.targets_per_shard or len(targets)
     shards = make_shards(len(indices), targets, settings.images_per_shard, per_shard)

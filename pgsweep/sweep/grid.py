@@ -67,6 +67,7 @@ class SweepJob:
     perturbation: Perturbation
     affine_prefix: str | None
     batch_size: int = 64
+    optimize: str = "auto"  # on the network's inference copy (pgsweep.analyses.inference)
 
     def recipe(self) -> ModelRecipe:
         if "recipe" in self.model:
@@ -90,7 +91,7 @@ class SweepJob:
         return evaluate_block(
             network if network is not None else self.network(),
             self.images[rows], self.labels[rows], self.image_ids[rows], shard.targets,
-            self.steps, self.perturbation, self.affine_prefix, self.batch_size,
+            self.steps, self.perturbation, self.affine_prefix, self.batch_size, self.optimize,
         )
 
     def key(self, images_per_shard: int, targets_per_shard: int) -> str:
@@ -111,6 +112,8 @@ class SweepJob:
             "steps": list(self.steps), "perturbation": asdict(self.perturbation),
             "affine_prefix": self.affine_prefix, "batch_size": self.batch_size,
             "images_per_shard": images_per_shard, "targets_per_shard": targets_per_shard,
+            # the copy rounds differently; left out when off, so folders from before it still resume
+            **({"optimize": self.optimize} if self.optimize != "false" else {}),
         }
 
 

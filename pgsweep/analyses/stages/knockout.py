@@ -88,7 +88,8 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     units, names = scores.units, scores.class_names
     chunk = settings.query.image_chunk
     labels = np.asarray(test_labels)
-    oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk)
+    optimize = settings.knockout.optimize
+    oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk, optimize)
     oracle["class_name"] = [names[c] for c in oracle["class"]]
     randoms = random_orders(units.total, settings.knockout.random_orderings, settings.knockout.seed)
     per_class = []
@@ -100,14 +101,15 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     # one replay of every class's orderings: states reached by one ordering (the random
     # ones every class shares, the intact network) are computed once, not once per class
     everything = np.concatenate([orders for *_, orders, _ in per_class])
-    run = knockout_predictions(network, test_images, test_labels, units, everything, image_chunk=chunk)
+    run = knockout_predictions(network, test_images, test_labels, units, everything, image_chunk=chunk,
+                               optimize=optimize)
     pg = f"pg_{settings.query.output}"
     whole_rows = [i for i, key in enumerate(k for *_, keys in per_class for k in keys)
                   if key[0] in (pg, "random")]
     whole = None
     if all_images is not None:  # 4x the images: only the orderings the thesis's claims are about
         whole = knockout_predictions(network, all_images, all_labels, units, everything[whole_rows],
-                                     image_chunk=chunk)
+                                     image_chunk=chunk, optimize=optimize)
         whole_of = {row: i for i, row in enumerate(whole_rows)}
     curves, summaries, start = [], [], 0
     for c, class_scores, oracle_c, orders, keys in per_class:

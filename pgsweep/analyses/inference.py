@@ -1,0 +1,159 @@
+"""A copy of a network made for running it thousands of times: batch norm folded into the
+convolution before it, weights and activations in channels-last memory.
+
+Same function, other rounding: its logits agree with the network's to about 1e-7 of
+their size. The knockout and the adversarial sweep, which run a network once per
+(ordering, step) or (image, target, step), use it by default on the CPU; each checks the
+copy against the network on its own images first, and keeps the network where the copy
+fails or disagrees (one logged line says why).
+
+Why it pays on the CPU (benchmarks/bench_knockout.py, bench_adversarial.py): oneDNN's
+convolutions work in channels-last, so a contiguous (NCHW) tensor is reordered on the way
+in and out of every convolution; and a folded batch norm is one pass over the activations
+fewer. On the small ResNet the two together made plain inference about 1.7x faster, the
+thesis convnet (no batch norm) about 1.4x. Nothing here has been measured on a GPU, so
+`auto` leaves a network on any other device as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from pgsweep.analyses.graph import traced
+from pgsweep.settings import check_optimize
+
+log = logging.getLogger(__name__)
+
+# the copy's logits may differ from the network's by this much of their largest size
+TOLERANCE = 1e-4
+
+
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """Image batches (B, C, H, W) in channels-last memory; anything else as it is."""
+    return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+
+
+def inference_copy(network: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),
+                   optimize: str = "auto") -> nn.Module | None:
+    """The network's fast copy (eval mode), or None where there is none to use.
+
+    keep: module names whose outputs the caller reads or changes (the knockout's layers):
+    a convolution or batch norm named here is not folded. optimize: auto (on the CPU
+    only), true (any device) or false (never). None also when the network has no 2-D
+    convolution, or the copy fails on `example` or disagrees with the network there.
+    """
+    optimize = check_optimize(optimize, "optimize")
+    parameter = next(network.parameters(), None)
+    if optimize == "false" or parameter is None or example.dim() != 4:
+        return None
+    if optimize == "auto" and parameter.device.type != "cpu":
+        return None
+    if not any(isinstance(m, nn.Conv2d) for m in network.modules()):
+        return None
+    fast = copy.deepcopy(network).eval()
+    graph_module, _ = traced(network)
+    if graph_module is not None:  # a network that does not trace is only made channels-last
+        folded = _conv_norm_pairs(network, graph_module, set(keep))
+        for conv, norm in folded:
+            _set(fast, conv, fuse_conv_bn_eval(fast.get_submodule(conv), fast.get_submodule(norm)))
+            _set(fast, norm, nn.Identity())
+        for relu in _relus_in_place(network, graph_module, set(keep), {norm for _, norm in folded}):
+            fast.get_submodule(relu).inplace = True
+    fast = fast.to(memory_format=torch.channels_last)
+    x = example.to(parameter.device, parameter.dtype)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            expected = network(x)
+        # with gradients too: autograd refuses an in-place ReLU that overwrote what a backward needs
+        with torch.enable_grad():
+            probe = channels_last(x).clone().requires_grad_(True)
+            got = fast(probe)
+            got.sum().backward()
+        got = got.detach()
+        fast.zero_grad(set_to_none=True)
+    except Exception as error:  # noqa: BLE001  (a custom forward may reject channels-last: .view, ...)
+        log.info("%s: its fast copy (channels-last) fails (%s: %s); using the network as it is",
+                 type(network).__name__, type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+        return None
+    finally:
+        network.train(was_training)
+    if got.shape != expected.shape or not torch.isfinite(got).all() or \
+            (got - expected).abs().max() > TOLERANCE * expected.abs().max().clamp_min(1.0):
+        log.info("%s: its fast copy disagrees with it; using the network as it is", type(network).__name__)
+        return None
+    return fast
+
+
+def _calls(graph_module: torch.fx.GraphModule) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def _conv_norm_pairs(network: nn.Module, graph_module: torch.fx.GraphModule,
+                     keep: set[str]) -> list[tuple[str, str]]:
+    """(conv, batch norm) module names where the norm only ever reads that conv's output and
+    the conv's output goes nowhere else: folding them changes no other value."""
+    modules, calls = dict(network.named_modules()), _calls(graph_module)
+    pairs = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0] if node.args else None
+        if not isinstance(source, torch.fx.Node) or source.op != "call_module":
+            continue
+        conv, norm = modules.get(source.target), modules[node.target]
+        if type(conv) is not nn.Conv2d or norm.running_mean is None or len(source.users) != 1 \
+                or len(node.args) != 1 or node.kwargs:
+            continue
+        if calls[source.target] != 1 or calls[node.target] != 1 or {source.target, node.target} & keep:
+            continue
+        pairs.append((source.target, node.target))
+    return pairs
+
+
+# call_function nodes whose result is a new tensor, never a view of an argument
+_FRESH_FUNCTIONS = (operator.add, torch.add, operator.mul, torch.mul, torch.cat)
+_FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _relus_in_place(network: nn.Module, graph_module: torch.fx.GraphModule, keep: set[str],
+                    folded: set[str]) -> list[str]:
+    """ReLU modules that can overwrite their input: on this VM-like CPU a fresh activation
+    tensor costs more in page faults than the ReLU itself (small ResNet: 14.4 -> 8.5 ms a
+    forward). Only where nothing else reads that input: it is a fresh tensor (a conv's,
+    a linear's, a batch norm's or a sum's, perhaps through a folded norm's Identity) with
+    the ReLU as its only reader, and no node on the way is one the caller keeps."""
+    modules, calls = dict(network.named_modules()), _calls(graph_module)
+    names = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or type(modules.get(node.target)) is not nn.ReLU or calls[node.target] != 1:
+            continue
+        source, fresh = node.args[0] if len(node.args) == 1 and not node.kwargs else None, False
+        while isinstance(source, torch.fx.Node) and len(source.users) == 1 and source.target not in keep:
+            if source.op == "call_module" and source.target in folded:  # an Identity now: its input
+                source = source.args[0]
+                continue
+            fresh = (source.op == "call_module" and isinstance(modules.get(source.target), _FRESH_MODULES)
+                     and calls[source.target] == 1) or \
+                    (source.op == "call_function" and source.target in _FRESH_FUNCTIONS)
+            break
+        if fresh:
+            names.append(node.target)
+    return names
+
+
+def _set(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
