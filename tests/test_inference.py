@@ -123,3 +123,18 @@ def test_the_sweep_on_the_copy_gives_the_networks_table():
     np.testing.assert_allclose(fast.target_confidence, plain.target_confidence, rtol=1e-4, atol=1e-6)
     assert fast.drop(columns=["target_confidence", "true_confidence"]).equals(
         plain.drop(columns=["target_confidence", "true_confidence"]))
+
+
+def test_the_copy_is_made_once_per_network_until_its_weights_change():
+    net, images = _resnet_with_statistics(), torch.rand(4, 3, 16, 16)
+    first = inference_copy(net, images)
+    assert inference_copy(net, images) is first
+    assert inference_copy(net, images, keep=["layer1.0.bn1"]) is not first  # other kept layers: another copy
+    with torch.no_grad():
+        net.fc.bias.add_(1.0)
+    second = inference_copy(net, images)
+    assert second is not first
+    with torch.no_grad():
+        torch.testing.assert_close(second(channels_last(images)), net(images), rtol=1e-5, atol=1e-6)
+    net.load_state_dict(_resnet_with_statistics(5).state_dict())
+    assert inference_copy(net, images) is not second

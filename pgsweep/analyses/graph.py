@@ -41,7 +41,7 @@ class GraphReplay:
     """
 
     def __init__(self, network: nn.Module, graph_module: fx.GraphModule, layers: Sequence[str]) -> None:
-        self.network = network
+        self.network, self.graph_module = network, graph_module
         self.modules = dict(graph_module.named_modules())
         self.nodes = list(graph_module.graph.nodes)
         placeholders = [n for n in self.nodes if n.op == "placeholder"]
