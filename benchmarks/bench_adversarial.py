@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from pgsweep.analyses.adversarial import Perturbation, evaluate_block, input_gradients, step_directions
+from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
-from pgsweep.analyses.inference import channels_last, inference_copy
 from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
 from pgsweep.sweep.runner import RaySettings, run_sweep
 from pgsweep.testing.reference import per_point_loop
@@ -219,8 +219,7 @@ def resnet_bench(args) -> None:
                               optimize="false")
     agree = float((as_given.prediction == plain.prediction).mean())
     assert agree == 1.0, f"the inference copy disagrees with the network as given on {1 - agree:.2%} of points"
-    copy = inference_copy(network, images[:8])
-    copied = channels_last(perturbed)
+    copy, copied = on_inference_copy(network, perturbed)
     methods = {
         "inference": lambda: inference(network, perturbed),
         "inference copy": lambda: inference(copy, copied),

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from pgsweep.errors import PgsweepError
-from pgsweep.testing.models import ResidualBlock as Block
+from pgsweep.testing.models import ResidualBlock as Block, with_batch_norm_statistics
 
 HERE = Path(__file__).resolve().parent
 TARGET = "test_custom_model.TinyResNet"
@@ -175,15 +175,7 @@ def test_residual_net_trains_and_goes_through_every_stage_on_rgb_images(rgb_fold
 
 def _trained_net(seed: int = 0) -> TinyResNet:
     torch.manual_seed(seed)
-    net = TinyResNet(num_classes=3, width=4)
-    with torch.no_grad():  # batch norm statistics that are not the identity
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return with_batch_norm_statistics(TinyResNet(num_classes=3, width=4))
 
 
 def test_residual_net_pg_equals_autograd():

@@ -14,21 +14,13 @@ from pgsweep.analyses.adversarial import Perturbation, evaluate_block
 from pgsweep.analyses.inference import channels_last, inference_copy
 from pgsweep.analyses.knockout import knockout_predictions, knockout_predictions_loop, random_orders
 from pgsweep.analyses.units import default_layers, find_units
-from pgsweep.testing.models import mlp, small_resnet
+from pgsweep.testing.models import mlp, small_resnet, with_batch_norm_statistics
 
 
 def _resnet_with_statistics(seed: int = 0) -> nn.Module:
     """small_resnet with batch norms that do something (fresh ones are the identity)."""
     torch.manual_seed(seed)
-    net = small_resnet(num_classes=6, width=8)
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            with torch.no_grad():
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return with_batch_norm_statistics(small_resnet(num_classes=6, width=8), mean=0.5, var=(0.5, 2.0))
 
 
 def test_the_copy_folds_batch_norm_and_gives_the_networks_logits():

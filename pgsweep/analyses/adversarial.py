@@ -28,8 +28,8 @@ import torch
 from torch import fx, nn
 
 from pgsweep.analyses.graph import GraphReplay, traced
+from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.errors import QueryError
-from pgsweep.analyses.inference import channels_last, inference_copy
 from pgsweep.settings import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (light: config checks use them)
 from pgsweep.pg import INPUT, prediction_gradients
 
@@ -401,9 +401,7 @@ def evaluate_block(
     parameter = next(network.parameters(), None)
     if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
         images = images.to(parameter.device, parameter.dtype)
-        fast = inference_copy(network, images[:8], (), optimize)
-        if fast is not None:
-            network, images = fast, channels_last(images)
+        network, images = on_inference_copy(network, images, (), optimize)
     batch, targets = images.shape[0], [int(t) for t in targets]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():

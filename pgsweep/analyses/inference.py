@@ -1,5 +1,6 @@
 """A copy of a network made for running it thousands of times: batch norm folded into the
-convolution before it, weights and activations in channels-last memory.
+convolution before it, weights and activations in channels-last memory, ReLUs in place
+where nothing else reads their input.
 
 Same function, other rounding: its logits agree with the network's to about 1e-7 of
 their size. The knockout and the adversarial sweep, which run a network once per
@@ -9,10 +10,12 @@ fails or disagrees (one logged line says why).
 
 Why it pays on the CPU (benchmarks/bench_knockout.py, bench_adversarial.py): oneDNN's
 convolutions work in channels-last, so a contiguous (NCHW) tensor is reordered on the way
-in and out of every convolution; and a folded batch norm is one pass over the activations
-fewer. On the small ResNet the two together made plain inference about 1.7x faster, the
-thesis convnet (no batch norm) about 1.4x. Nothing here has been measured on a GPU, so
-`auto` leaves a network on any other device as it is.
+in and out of every convolution; a folded batch norm is one pass over the activations
+fewer; and an in-place ReLU allocates no new tensor, whose page faults cost more than the
+ReLU itself on this project's VM. Plain inference of the small ResNet on the copy was 1.42x
+as fast (`bench_adversarial.py --resnet`), the thesis convnet's knockout loop 1.24x
+(`bench_knockout.py`). Nothing here has been measured on a GPU, so `auto` leaves a network
+on any other device as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ TOLERANCE = 1e-4
 def channels_last(images: torch.Tensor) -> torch.Tensor:
     """Image batches (B, C, H, W) in channels-last memory; anything else as it is."""
     return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+
+
+def on_inference_copy(network: nn.Module, images: torch.Tensor, keep: Sequence[str] = (),
+                      optimize: str = "auto") -> tuple[nn.Module, torch.Tensor]:
+    """(the network's inference copy, the images in its memory layout), or both as they are."""
+    fast = inference_copy(network, images[:8], keep, optimize)
+    return (network, images) if fast is None else (fast, channels_last(images))
 
 
 def inference_copy(network: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),
@@ -151,11 +161,11 @@ _FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn
 
 def _relus_in_place(network: nn.Module, graph_module: torch.fx.GraphModule, keep: set[str],
                     folded: set[str]) -> list[str]:
-    """ReLU modules that can overwrite their input: on this VM-like CPU a fresh activation
-    tensor costs more in page faults than the ReLU itself (small ResNet: 14.4 -> 8.5 ms a
-    forward). Only where nothing else reads that input: it is a fresh tensor (a conv's,
-    a linear's, a batch norm's or a sum's, perhaps through a folded norm's Identity) with
-    the ReLU as its only reader, and no node on the way is one the caller keeps."""
+    """ReLU modules that can overwrite their input (a fresh activation tensor costs more in
+    page faults than the ReLU itself). Only where nothing else reads that input: it is a
+    fresh tensor (a conv's, a linear's, a batch norm's or a sum's, perhaps through a folded
+    norm's Identity) with the ReLU as its only reader, and no node on the way is one the
+    caller keeps."""
     modules, calls = dict(network.named_modules()), _calls(graph_module)
     names = []
     for node in graph_module.graph.nodes:

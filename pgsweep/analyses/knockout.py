@@ -33,10 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgsweep.analyses.graph import GraphReplay, graph_replay
+from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.analyses.ranking import strongest_first, weakest_first
 from pgsweep.analyses.units import Units
 from pgsweep.errors import QueryError
-from pgsweep.analyses.inference import channels_last, inference_copy
 from pgsweep.pg.engine import _eval_mode
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,6 @@ def _segments(network: nn.Module, layers: Sequence[str]) -> tuple[list[nn.Sequen
     return segments, nn.Sequential(*[m for _, m in children[start:]])
 
 
-def _on_inference_copy(network: nn.Module, images: torch.Tensor, units: Units,
-                       optimize: str) -> tuple[nn.Module, torch.Tensor]:
-    """(the network's inference copy, the images in its memory layout), or both as they are."""
-    fast = inference_copy(network, images[:8], units.layers, optimize)
-    return (network, images) if fast is None else (fast, channels_last(images))
-
-
 def _channel_mask(size: int, ndim: int, knocked: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     """(1, F, 1, 1) or (1, U) of ones with zeros at the knocked channels."""
     mask = torch.ones(size, dtype=like.dtype, device=like.device)
@@ -121,7 +114,7 @@ def knockout_predictions(
     """
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = _on_inference_copy(network, images, units, optimize)
+    network, images = on_inference_copy(network, images, units.layers, optimize)
     split = _segments(network, units.layers)
     if split is None:
         replay = graph_replay(network, units.layers, "knockout")
@@ -260,7 +253,7 @@ def knockout_predictions_loop(
     the two agree bit for bit; optimize=false is the loop on the network as given."""
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = _on_inference_copy(network, images, units, optimize)
+    network, images = on_inference_copy(network, images, units.layers, optimize)
     modules = dict(network.named_modules())
     knocked: dict[str, list[int]] = {layer: [] for layer in units.layers}
 

@@ -164,6 +164,20 @@ def small_resnet(in_channels: int = 3, num_classes: int = 10, width: int = 16) -
     return SmallResNet(num_classes, width, in_channels)
 
 
+def with_batch_norm_statistics(net: nn.Module, mean: float = 0.2, var: tuple[float, float] = (0.5, 1.5)) -> nn.Module:
+    """The net in eval mode, its batch norms given random statistics and affine weights that
+    are not the identity (a fresh batch norm in eval mode changes nothing): running mean in
+    [-mean, mean], running variance in `var`, scale in [0.5, 1.5], shift in [-0.2, 0.2]."""
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-mean, mean)
+                module.running_var.uniform_(*var)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
 # Weights of hand_set_knockout_net's output layer: class 0 reads filter 0, class 1 filter 1,
 # both read filter 2 a little. d logit_c / d act1[k] = KNOCKOUT_WEIGHTS[c, k] / 4 at each of the
 # 4 positions, so the logit-PG L2 score of filter k for class c is |KNOCKOUT_WEIGHTS[c, k]| / 2.
