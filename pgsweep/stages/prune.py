@@ -33,7 +33,6 @@ from pgsweep.prune.schedule import PruneSettings, check_widths
 from pgsweep.prune.summary import comparisons, markdown, summarize
 from pgsweep.prune.surgery import coupled_convs, latencies, producing_conv
 from pgsweep.settings import CONV_LAYERS
-
 from pgsweep.sweep.runner import check_address, run_sweep
 from pgsweep.sweep.store import ShardStore
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
