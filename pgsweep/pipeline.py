@@ -2,7 +2,7 @@
 
 Everything is checked before the run starts (config values, each stage's own config
 section, data, the model reference), so bad input fails with one line and leaves no
-half-written run. A stage is a module beside the code it runs (see pgsweep.context),
+half-written run. A stage is a module of pgsweep.stages (see pgsweep.context),
 registered in STAGES by name and imported only when chosen, so a command loads only
 the heavy libraries its stages need.
 """
