@@ -33,7 +33,9 @@ import torch
 from pgsweep.analyses.adversarial import Perturbation, evaluate_block, input_gradients, step_directions
 from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
-from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
+from pgsweep.models.checkpoint import TrainedModel
+from pgsweep.sweep.grid import SweepJob
+from pgsweep.sweep.store import ShardStore
 from pgsweep.sweep.runner import RaySettings, run_sweep
 from pgsweep.testing.reference import per_point_loop
 
@@ -97,25 +99,25 @@ def torchattacks_fgsm(network, images, labels, targets, steps) -> None:
 
 # ---------------------------------------------------------------- Ray
 
-def ray_sweep(job: SweepJob, images_per_shard: int, workers: int, key: str) -> None:
-    shards = make_shards(len(job.image_ids), job.targets, images_per_shard, len(job.targets))
+def ray_sweep(job: SweepJob, workers: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        store = ShardStore(Path(folder), job.describe(images_per_shard, len(job.targets)))
-        run_sweep(job, shards, store, RaySettings(max_in_flight=workers), key, progress=False)
+        store = ShardStore(Path(folder), job.describe())
+        run_sweep(job, store, RaySettings(max_in_flight=workers), progress=False)
 
 
-def in_process_shards(job: SweepJob, images_per_shard: int) -> None:
+def in_process_shards(job: SweepJob) -> None:
     """The same shards, one after another in this process (what Ray's overhead is measured against)."""
     network = job.network()
-    for shard in make_shards(len(job.image_ids), job.targets, images_per_shard, len(job.targets)):
+    for shard in job.pieces():
         job.run(shard, network)
 
 
-def make_job(network, images, labels, steps, perturbation, prefix) -> SweepJob:
-    return SweepJob(model={"spec": network.spec.to_dict(), "state_dict": network.state_dict()},
+def make_job(network, images, labels, steps, perturbation, prefix, images_per_shard: int = 8) -> SweepJob:
+    classes = network.spec.num_classes
+    return SweepJob(model=TrainedModel(network, tuple(str(c) for c in range(classes))),
                     images=images, labels=labels, image_ids=tuple(range(len(images))),
-                    targets=tuple(range(network.spec.num_classes)), steps=tuple(steps),
-                    perturbation=perturbation, affine_prefix=prefix)
+                    targets=tuple(range(classes)), steps=tuple(steps), perturbation=perturbation,
+                    affine_prefix=prefix, images_per_shard=images_per_shard, targets_per_shard=classes)
 
 
 def row(name: str, seconds: float, points: int, inference_rate: float, fgsm_rate: float | None,
@@ -152,9 +154,8 @@ def main_bench(args) -> None:
         directions = step_directions(input_gradients(network, images, targets, "softmax"), "raw")
         perturbed = torch.cat([(images.unsqueeze(0) + s * directions).flatten(0, 1) for s in steps])
     job = make_job(network, images, labels, steps, unclipped, "conv1")
-    key = job.key(8, 15)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    ray_sweep(job, 8, 2, key)  # warm the workers up (they import torch once)
+    ray_sweep(job, 2)  # warm the workers up (they import torch once)
     try:
         methods = {
             "inference": lambda: inference(network, perturbed),
@@ -168,8 +169,8 @@ def main_bench(args) -> None:
                 network, images, labels, targets, steps),
             "per-point loop (2 images)": lambda: per_point_loop(
                 network, images[:loop_images], labels[:loop_images], range(loop_images), targets, steps),
-            "Ray, 1 worker, shards of 8 images": lambda: ray_sweep(job, 8, 1, key),
-            "Ray, 2 workers, shards of 8 images": lambda: ray_sweep(job, 8, 2, key),
+            "Ray, 1 worker, shards of 8 images": lambda: ray_sweep(job, 1),
+            "Ray, 2 workers, shards of 8 images": lambda: ray_sweep(job, 2),
         }
         medians = rounds(methods, args.rounds)
     finally:
@@ -254,17 +255,16 @@ def scaling_bench(args) -> None:
     torch.set_num_threads(1)
     network, images, labels, source = thesis_setup(args.images)
     steps = list(np.geomspace(1.0, 1000.0, args.steps))
-    job = make_job(network, images, labels, steps, Perturbation("softmax", "raw"), "conv1")
-    key = job.key(args.shard, 15)
+    job = make_job(network, images, labels, steps, Perturbation("softmax", "raw"), "conv1", args.shard)
     points = len(images) * 15 * len(steps)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         small = make_job(network, images[:16], labels[:16], steps[:2], job.perturbation, "conv1")
-        ray_sweep(small, 8, 2, small.key(8, 15))  # warm-up
+        ray_sweep(small, 2)  # warm-up
         methods = {
-            "in-process, 1 thread": lambda: in_process_shards(job, args.shard),
-            "Ray, 1 worker": lambda: ray_sweep(job, args.shard, 1, key),
-            "Ray, 2 workers": lambda: ray_sweep(job, args.shard, 2, key),
+            "in-process, 1 thread": lambda: in_process_shards(job),
+            "Ray, 1 worker": lambda: ray_sweep(job, 1),
+            "Ray, 2 workers": lambda: ray_sweep(job, 2),
         }
         medians = rounds(methods, args.rounds)
     finally:

@@ -1,6 +1,6 @@
 """What the pipeline's stages share: the checked settings, the data, the model, the run.
 
-A stage is a module with `run(ctx: Context)`, registered by name in
+A stage is a module of pgsweep.stages with `run(ctx: Context)`, registered by name in
 `pgsweep.pipeline.STAGES`. It may also define
   check(ctx: Context) -> None                 data/model checks, before the MLflow run is created
 and its STAGES entry may name a config reader, `section -> settings`, in a light module

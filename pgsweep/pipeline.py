@@ -2,7 +2,7 @@
 
 Everything is checked before the run starts (config values, each stage's own config
 section, data, the model reference), so bad input fails with one line and leaves no
-half-written run. A stage is a module beside the code it runs (see pgsweep.context),
+half-written run. A stage is a module of pgsweep.stages (see pgsweep.context),
 registered in STAGES by name and imported only when chosen, so a command loads only
 the heavy libraries its stages need.
 """
@@ -55,15 +55,15 @@ class Stage:
 
 _ANALYSIS_CONFIG = "pgsweep.settings:read_analysis_config"
 STAGES: dict[str, Stage] = {
-    "train": Stage("pgsweep.train", needs_model=False),
-    "evaluate": Stage("pgsweep.evaluate"),
-    "adversarial": Stage("pgsweep.sweep.adversarial", section="adversarial",
+    "train": Stage("pgsweep.stages.train", needs_model=False),
+    "evaluate": Stage("pgsweep.stages.evaluate"),
+    "adversarial": Stage("pgsweep.stages.adversarial", section="adversarial",
                          config="pgsweep.settings:read_adversarial_config"),
-    "rank": Stage("pgsweep.analyses.stages.rank", section="analysis", config=_ANALYSIS_CONFIG),
-    "knockout": Stage("pgsweep.analyses.stages.knockout", section="analysis", config=_ANALYSIS_CONFIG),
-    "diagrams": Stage("pgsweep.analyses.stages.diagrams", section="analysis", config=_ANALYSIS_CONFIG),
-    "features": Stage("pgsweep.analyses.stages.features", section="analysis", config=_ANALYSIS_CONFIG),
-    "prune": Stage("pgsweep.prune.stage", section="prune", config="pgsweep.prune.schedule:read_prune_config"),
+    "rank": Stage("pgsweep.stages.rank", section="analysis", config=_ANALYSIS_CONFIG),
+    "knockout": Stage("pgsweep.stages.knockout", section="analysis", config=_ANALYSIS_CONFIG),
+    "diagrams": Stage("pgsweep.stages.diagrams", section="analysis", config=_ANALYSIS_CONFIG),
+    "features": Stage("pgsweep.stages.features", section="analysis", config=_ANALYSIS_CONFIG),
+    "prune": Stage("pgsweep.stages.prune", section="prune", config="pgsweep.prune.schedule:read_prune_config"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Kept free of heavy imports (no torch, Lightning, MLflow or Ray), so that reading and
 checking a config answers in a fraction of a second, stage sections included; the modules
-that use them (pgsweep.train, pgsweep.tracking, the stages) re-export them.
+that use them (pgsweep.stages.train, pgsweep.tracking, the stages) re-export them.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pgsweep.config import build
+from pgsweep.analyses.choices import (  # noqa: F401  (the stages' names)
+    OPTIMIZE_CHOICES, STEP_KINDS, Perturbation, check_optimize, check_steps,
+)
 from pgsweep.errors import ConfigError, QueryError
+from pgsweep.pg.choices import FILTER_NORMS, PG_OUTPUTS  # noqa: F401  (the stages' names)
 
 # What the prediction-gradient engine and its reductions accept (pgsweep.pg reads these)
-PG_OUTPUTS = ("softmax", "logit")
-FILTER_NORMS = ("l2", "l1", "max")
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,6 @@ def show_progress_bar(value: str, stream) -> bool:
     """auto: only when the bar's stream is a terminal, never into a log file or pipe."""
     choice = _PROGRESS_BAR[str(value).lower()]
     return stream.isatty() if choice is None else choice
-
-
-OPTIMIZE_CHOICES = ("auto", "true", "false")
-
-
-def check_optimize(value, key: str) -> str:
-    """The knockout's and the sweep's `optimize` (run on the network's inference copy,
-    pgsweep.analyses.inference): auto (on the CPU), true or false; YAML booleans accepted."""
-    word = str(value).lower()
-    if word not in OPTIMIZE_CHOICES:
-        raise ConfigError(f"{key} must be auto, true or false, got '{value}'")
-    return word
 
 
 @dataclass(frozen=True)
@@ -241,44 +231,6 @@ def read_analysis_config(section: Mapping) -> AnalysisSettings:
 
 
 # ---------------------------------------------------------------- the adversarial stage (conf/adversarial, conf/ray)
-
-STEP_KINDS = ("raw", "l2", "sign")
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    """How images are perturbed: which y, which direction, clipping."""
-
-    output: str = "softmax"          # y = softmax probability or logit of the target
-    step_kind: str = "raw"           # raw | l2 | sign
-    clip: bool = False               # clip x' to [clip_min, clip_max]
-    clip_min: float = 0.0
-    clip_max: float = 1.0
-
-    def validate(self) -> None:
-        if self.output not in ("softmax", "logit"):
-            raise QueryError(f"output must be softmax or logit, got '{self.output}'")
-        if self.step_kind not in STEP_KINDS:
-            raise QueryError(f"step_kind must be one of {', '.join(STEP_KINDS)}, got '{self.step_kind}'")
-        if self.clip and not self.clip_min < self.clip_max:
-            raise QueryError(f"clip range [{self.clip_min}, {self.clip_max}] is empty")
-
-
-def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
-    """Step sizes as floats: a non-empty list of finite numbers >= 0."""
-    values = []
-    for s in steps:
-        try:
-            value = float(s)
-        except (TypeError, ValueError):
-            raise QueryError(f"step size {s!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise QueryError(f"step sizes must be finite and >= 0, got {s!r}")
-        values.append(value)
-    if not values:
-        raise QueryError("the step list is empty")
-    return tuple(values)
-
 
 STEP_RANGES = ("list", "linear", "log", "norms")
 IMAGE_SETS = ("test", "val", "train", "all")

@@ -22,7 +22,7 @@ from pgsweep.analyses.knockout import (
 from pgsweep.analyses.ranking import class_scores, strongest_weakest, thesis_table_markdown
 from pgsweep.analyses.units import find_units
 from pgsweep.errors import QueryError
-from pgsweep.evaluate import error_report
+from pgsweep.stages.common import error_report
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
 from pgsweep.pg import prediction_gradients
 from pgsweep.testing.models import KNOCKOUT_WEIGHTS, hand_set_knockout_net, knockout_images

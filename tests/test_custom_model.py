@@ -276,7 +276,7 @@ def _plain_pytorch_training(images: torch.Tensor, labels: torch.Tensor, mean, st
 
 def test_outside_weights_give_the_same_predictions(rgb_folder, tmp_path, compose_config):
     from pgsweep.data import load_dataset
-    from pgsweep.evaluate import predict_logits
+    from pgsweep.stages.common import predict_logits
     from pgsweep.pipeline import run_pipeline
     from pgsweep.tracking import resolve_model
 
@@ -435,7 +435,7 @@ def test_prune_layers_tied_by_a_residual_connection():
     Torch-Pruning removes their filters together, so `conv` keeps the first and naming both fails."""
     from pgsweep.errors import ConfigError
     from pgsweep.prune.schedule import PruneSettings
-    from pgsweep.prune.stage import prune_layers
+    from pgsweep.stages.prune import prune_layers
 
     net, example = TinyResNet(num_classes=3, width=4).eval(), torch.rand(1, 3, 16, 16)
     assert prune_layers(net, PruneSettings(), example) == {"act": 4, "layer1.0.act1": 4, "layer2.0.act1": 8,

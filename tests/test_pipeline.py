@@ -112,7 +112,7 @@ def test_failed_run_is_marked_failed(compose_config, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr("pgsweep.train.train_model", broken)
+    monkeypatch.setattr("pgsweep.stages.train.train_model", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         run_pipeline(cfg)
     (run,) = _runs(_uri(cfg))
@@ -125,7 +125,7 @@ def test_interrupted_run_is_marked_killed(compose_config, monkeypatch):
     def terminated(*args, **kwargs):  # what the CLI's SIGTERM handler raises, in any stage
         raise Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr("pgsweep.train.train_model", terminated)
+    monkeypatch.setattr("pgsweep.stages.train.train_model", terminated)
     with pytest.raises(Interrupted) as stop:
         run_pipeline(cfg)
     assert stop.value.exit_status == 143
@@ -138,7 +138,7 @@ def test_lightnings_sigterm_exit_becomes_an_interrupt(compose_config):
     from pgsweep.data import load_digits, stratified_split
     from pgsweep.models.spec import ConvNetSpec
     from pgsweep.settings import TrainSettings
-    from pgsweep.train import train_model
+    from pgsweep.stages.train import train_model
 
     def terminate(metrics, epoch) -> None:  # during fit, where Lightning's SIGTERM handler is installed
         os.kill(os.getpid(), signal.SIGTERM)
@@ -159,7 +159,7 @@ def test_lightnings_ctrl_c_exit_becomes_a_keyboard_interrupt():
     from pgsweep.data import load_digits, stratified_split
     from pgsweep.models.spec import ConvNetSpec
     from pgsweep.settings import TrainSettings
-    from pgsweep.train import train_model
+    from pgsweep.stages.train import train_model
 
     def ctrl_c(metrics, epoch) -> None:
         raise KeyboardInterrupt

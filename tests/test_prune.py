@@ -27,9 +27,9 @@ from pgsweep.models.convnet import ThesisConvNet
 from pgsweep.models.spec import ConvNetSpec
 from pgsweep.pipeline import run_pipeline
 from pgsweep.prune.criteria import filter_scores, lowest, normalize_classes
-from pgsweep.prune.job import PruneJob, PruneTask, read_model
+from pgsweep.stages.prune_job import PruneJob, PruneTask, read_model
 from pgsweep.prune.schedule import PruneSettings, removal_counts
-from pgsweep.prune.surgery import PruningRecord, remove_filters, replay
+from pgsweep.models.pruning import PruningRecord, remove_filters, replay
 from pgsweep.settings import TrainSettings
 from pgsweep.testing.models import KNOCKOUT_WEIGHTS, knockout_images
 from pgsweep import load_model

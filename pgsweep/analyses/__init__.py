@@ -7,19 +7,29 @@ supports, returns arrays and pandas tables, and logs nothing:
     scores = class_scores(net, images, labels, class_names, ["act1", "act2", "act3"])
     scores.scores["pg_softmax"]     # (classes, 23): class-averaged PG per filter (Table 4.2)
 
-The pipeline stages that run them and log their results live in pgsweep.analyses.stages.
+The pipeline stages that run them and log their results live in pgsweep.stages.
 """
 
-from pgsweep.analyses.diagrams import choose_images, consistency, image_filter_scores
-from pgsweep.analyses.features import FeatureMaps, feature_maps, feature_table, receptive_field
-from pgsweep.analyses.knockout import (
-    KnockoutRun, area, class_orders, curve_table, knockout_predictions, knockout_predictions_loop,
-    random_orders, single_knockouts, summarize,
-)
-from pgsweep.analyses.ranking import (
-    SCORES, ClassScores, class_scores, strongest_first, strongest_weakest, thesis_table_markdown, weakest_first,
-)
-from pgsweep.analyses.units import Units, default_layers, find_units
+import importlib
+
+# where each public name lives; imported on first use, so the light modules of this package
+# (choices: what config checks need) load without torch
+_HOMES = {
+    "choose_images": "diagrams", "consistency": "diagrams", "image_filter_scores": "diagrams",
+    "FeatureMaps": "features", "feature_maps": "features", "feature_table": "features", "receptive_field": "features",
+    **dict.fromkeys(("KnockoutRun", "area", "class_orders", "curve_table", "knockout_predictions",
+                     "knockout_predictions_loop", "random_orders", "single_knockouts", "summarize"), "knockout"),
+    **dict.fromkeys(("SCORES", "ClassScores", "class_scores", "strongest_first", "strongest_weakest",
+                     "thesis_table_markdown", "weakest_first"), "ranking"),
+    "Units": "units", "default_layers": "units", "find_units": "units",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'pgsweep.analyses' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"pgsweep.analyses.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "SCORES", "ClassScores", "FeatureMaps", "KnockoutRun", "Units", "area", "choose_images", "class_orders",

@@ -30,7 +30,8 @@ from torch import fx, nn
 from pgsweep.analyses.graph import GraphReplay, traced
 from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.errors import QueryError
-from pgsweep.settings import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (light: config checks use them)
+from pgsweep.models.convnet import Standardize
+from pgsweep.analyses.choices import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (the analysis's names)
 from pgsweep.pg import INPUT, prediction_gradients
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _children(network: nn.Module) -> list[tuple[str, nn.Module]] | None:
 
 
 def _is_affine(module: nn.Module) -> bool:
-    return isinstance(module, _AFFINE_TYPES) or type(module).__name__ == "Standardize"
+    return isinstance(module, (*_AFFINE_TYPES, Standardize))
 
 
 def _affine_chain(network: nn.Module) -> tuple[GraphReplay, list[int]] | None:
@@ -195,9 +196,9 @@ class _GraphPrefix(nn.Module):
         self.replay, self.cut = replay, cut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = {self.replay.input: self.replay._prepare(x)}
+        values = {self.replay.input: self.replay.prepare_input(x)}
         for node in self.replay.nodes[1 : self.cut + 1]:
-            values[node] = self.replay._run(node, values)
+            values[node] = self.replay.run_node(node, values)
         return values[self.replay.nodes[self.cut]]
 
 

@@ -68,7 +68,7 @@ class GraphReplay:
             self.downstream.append(sorted(position[n] for n in seen))
         self.constants = {n: _attribute(graph_module, n.target) for n in self.nodes if n.op == "get_attr"}
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         # the root's forward pre-hooks (e.g. pgsweep's input standardisation) are not in the graph
         for hook in self.network._forward_pre_hooks.values():
             result = hook(self.network, (x,))
@@ -76,7 +76,7 @@ class GraphReplay:
                 x = result[0] if isinstance(result, tuple) else result
         return x
 
-    def _run(self, node: fx.Node, values: dict):
+    def run_node(self, node: fx.Node, values: dict):
         args = fx.node.map_arg(node.args, values.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
         if node.op == "call_module":
@@ -96,7 +96,7 @@ class GraphReplay:
 
         Returns (values, raw): raw[j] is layer j's output before masking.
         """
-        values, raw = {self.input: self._prepare(x)}, {}
+        values, raw = {self.input: self.prepare_input(x)}, {}
         for node in self.nodes:
             if node.op != "placeholder":
                 self._update(node, values, raw, mask)
@@ -112,7 +112,7 @@ class GraphReplay:
 
     def _update(self, node, values: dict, raw: dict, mask) -> None:
         """Evaluate one node from `values`; an analysed layer keeps its raw output and gets masked."""
-        value = self._run(node, values)
+        value = self.run_node(node, values)
         if node in self.layer_of:
             j = self.layer_of[node]
             raw[j] = value

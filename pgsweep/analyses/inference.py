@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pgsweep.analyses.graph import traced
-from pgsweep.settings import check_optimize
+from pgsweep.analyses.choices import check_optimize
 
 log = logging.getLogger(__name__)
 

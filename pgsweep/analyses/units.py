@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pgsweep.errors import QueryError
-from pgsweep.pg.engine import _eval_mode, _forward, _layer_modules
+from pgsweep.pg.engine import eval_mode, forward_with_activations, layer_modules
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _call_order(network: nn.Module, example: torch.Tensor) -> list[tuple[str, nn
     if parameter is not None:
         example = example.to(parameter.device, parameter.dtype)
     try:
-        with _eval_mode(network), torch.no_grad():
+        with eval_mode(network), torch.no_grad():
             network(example)
     finally:
         for handle in handles:
@@ -153,12 +153,12 @@ def find_units(network: nn.Module, layers: Sequence[str], example: torch.Tensor)
     Raises QueryError for an unknown layer, one never or twice called in forward, or an
     output that is neither (B, F, ...) maps nor (B, U) units.
     """
-    modules = _layer_modules(network, list(layers))
+    modules = layer_modules(network, list(layers))
     if "input" in modules:
         raise QueryError("'input' has no filters to score or knock out; choose network layers")
     parameter = next(network.parameters())
-    with _eval_mode(network), torch.no_grad():
-        _, activations = _forward(network, example[:1].to(parameter.device, parameter.dtype), modules)
+    with eval_mode(network), torch.no_grad():
+        _, activations = forward_with_activations(network, example[:1].to(parameter.device, parameter.dtype), modules)
     sizes, ndims = [], []
     for name in layers:
         shape = activations[name].shape[1:]

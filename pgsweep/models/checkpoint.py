@@ -27,7 +27,7 @@ class TrainedModel:
     whose spec says it. provenance records the data it saw: dataset name, image size, split
     settings and the source of every test image, so later stages can query the same test set.
     pruning: for a pruned network, the filters removed from the base network the recipe
-    builds (pgsweep.prune.surgery.PruningRecord as a dict), replayed when it loads.
+    builds (pgsweep.models.pruning.PruningRecord as a dict), replayed when it loads.
     """
 
     network: nn.Module
@@ -47,14 +47,12 @@ class TrainedModel:
         spec = getattr(self.network, "spec", None)
         return spec if isinstance(spec, ConvNetSpec) else None
 
-    def save(self, path: str | Path) -> Path:
-        """Write a self-describing file: weights, recipe, classes, input convention; no pickled code."""
+    def payload(self) -> dict:
+        """The model file's content: weights, recipe, classes, input convention; no pickled code."""
         if self.recipe is None:
             raise ModelError(f"cannot save a {type(self.network).__name__} without its recipe (its _target_)")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         recipe = self.recipe.to_dict()
-        payload = {
+        return {
             "format": _FORMAT,
             "version": _VERSION,
             "recipe": recipe,
@@ -65,6 +63,17 @@ class TrainedModel:
             **({"pruning": self.pruning} if self.pruning else {}),
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
         }
+
+    def __reduce__(self):
+        # pickled (a Ray task's model, a deep copy) as the model file's content, rebuilt the way
+        # load rebuilds it: one format wherever a model travels
+        return (TrainedModel.from_payload, (self.payload(),))
+
+    def save(self, path: str | Path) -> Path:
+        """Write a self-describing file (see payload)."""
+        payload = self.payload()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         torch.save(payload, partial)
         partial.replace(path)  # never leave a half-written model under the real name
@@ -72,8 +81,6 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedModel":
-        from pgsweep.models.build import build_network, locate
-
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
@@ -81,20 +88,27 @@ class TrainedModel:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for corrupt files
             raise ModelError(f"cannot read model file {path}: {error}") from None
+        return cls.from_payload(payload, path)
+
+    @classmethod
+    def from_payload(cls, payload: dict, source: str | Path = "the model file") -> "TrainedModel":
+        """The model a payload describes: its network built from the recipe, pruned, weights loaded."""
+        from pgsweep.models.build import build_network, locate
+
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise ModelError(f"{path} is not a pgsweep model file")
+            raise ModelError(f"{source} is not a pgsweep model file")
         if payload.get("version") not in _READS:
-            raise ModelError(f"{path} has model format version {payload.get('version')}; this pgsweep reads "
+            raise ModelError(f"{source} has model format version {payload.get('version')}; this pgsweep reads "
                              f"{', '.join(map(str, _READS))}")
         if payload["version"] == 1:
             recipe = ModelRecipe.thesis(ConvNetSpec.from_dict(payload["spec"]))
         else:
             recipe = ModelRecipe.from_dict(payload["recipe"])
-        locate(recipe.target, f"the model's class (recorded in {path.name})")
+        locate(recipe.target, f"the model's class (recorded in {Path(source).name})")
         network = build_network(recipe)
         pruning = payload.get("pruning")
         if pruning:  # the base network's layers, cut to the pruned widths before the weights load
-            from pgsweep.prune.surgery import replay
+            from pgsweep.models.pruning import replay
 
             replay(network, pruning)
         network.load_state_dict(payload["state_dict"])

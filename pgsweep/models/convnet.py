@@ -68,10 +68,6 @@ class ThesisConvNet(nn.Sequential):
         self.spec = spec
 
     @property
-    def conv_layer_names(self) -> list[str]:
-        return [f"conv{i}" for i in range(1, len(self.spec.conv_channels) + 1)]
-
-    @property
     def activation_layer_names(self) -> list[str]:
         """Names of every activation module, conv maps first: act1 .. act(K+H)."""
         return [name for name, module in self.named_children() if name.startswith("act")]

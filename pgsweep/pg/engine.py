@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pgsweep.errors import QueryError
-from pgsweep.settings import PG_OUTPUTS
+from pgsweep.pg.choices import PG_OUTPUTS
 from pgsweep.pg import reductions
 from pgsweep.pg.fast_conv import ConvInputGradAsForward
 from pgsweep.pg.fast_conv import helps as fast_conv_helps
@@ -83,7 +83,8 @@ class PredictionGradients:
 
 # ---------------------------------------------------------------- checks before any work
 
-def _layer_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module | None]:
+def layer_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module | None]:
+    """{layer name: its module} (None for INPUT), checked: QueryError names an unknown layer."""
     modules = dict(model.named_modules())
     modules.pop("", None)
     if isinstance(layers, str):
@@ -118,13 +119,18 @@ def _target_list(targets: int | Iterable[int] | str | None, num_classes: int) ->
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
+    """The model in eval mode inside the block, back in the mode it had afterwards."""
     was_training = model.training
     model.eval()
     try:
         yield
     finally:
         model.train(was_training)
+
+
+# the old private name, for pgsweep.analyses.knockout only until its split lands; goes at merge
+_eval_mode = eval_mode
 
 
 class _Capture:
@@ -172,7 +178,7 @@ class _Capture:
             handle.remove()
 
 
-def _forward(model: nn.Module, images: torch.Tensor, modules: dict[str, nn.Module | None]):
+def forward_with_activations(model: nn.Module, images: torch.Tensor, modules: dict[str, nn.Module | None]):
     """One forward; returns logits and {layer: activation} with the graph kept."""
     capture = _Capture(modules)
     try:
@@ -263,7 +269,7 @@ def prediction_gradients(
     for name, value in (("image_chunk", image_chunk), ("target_chunk", target_chunk)):
         if value is not None and value < 1:
             raise QueryError(f"{name} must be a positive integer, got {value}")
-    modules = _layer_modules(model, layers)
+    modules = layer_modules(model, layers)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else images.device
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else images.dtype
@@ -272,7 +278,7 @@ def prediction_gradients(
         strategy = "per_target" if device.type == "cpu" else "vmap"
 
     fast_conv = fast_conv and device.type == "cpu" and fast_conv_helps(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         # the first chunk's forward gives the shapes and classes (no separate probe: on
         # ResNet-18 a probe forward cost about 1% of the whole query)
         gradients = activations = predictions = None
@@ -283,7 +289,7 @@ def prediction_gradients(
             rows = slice(start, start + image_step)
             chunk = images[rows].detach().requires_grad_(True)
             with torch.enable_grad():
-                logits, captured = _forward(model, chunk, modules)
+                logits, captured = forward_with_activations(model, chunk, modules)
                 if gradients is None:
                     target_list = _target_list(targets, logits.shape[1])
                     count = len(target_list)
@@ -360,13 +366,13 @@ def image_class_gradients(
     classes = torch.as_tensor(classes, dtype=torch.int64)
     if classes.shape != (images.shape[0],):
         raise QueryError(f"need one class per image: {tuple(classes.shape)} classes for {images.shape[0]} images")
-    modules = _layer_modules(model, layers)
+    modules = layer_modules(model, layers)
     parameter = next(model.parameters(), None)
     if parameter is not None:
         images = images.to(device=parameter.device, dtype=parameter.dtype)
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         chunk = images.detach().requires_grad_(True)
-        logits, captured = _forward(model, chunk, modules)
+        logits, captured = forward_with_activations(model, chunk, modules)
         if int(classes.min()) < 0 or int(classes.max()) >= logits.shape[1]:
             raise QueryError(f"class index out of range: the model has {logits.shape[1]} classes")
         classes = classes.to(logits.device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pgsweep.errors import QueryError
-from pgsweep.settings import FILTER_NORMS
+from pgsweep.pg.choices import FILTER_NORMS
 
 NORMS = FILTER_NORMS
 ORDERS = ("average_then_norm", "norm_then_average")

@@ -1,15 +1,13 @@
 """PG-guided pruning (the thesis's future work): remove filters for real, fine-tune, compare.
 
-Stage `prune` (pgsweep.prune.stage) scores every filter of the chosen layers by one
+Stage `prune` (pgsweep.stages.prune) scores every filter of the chosen layers by one
 criterion (PG of the softmax or the logit, Taylor, the loss gradient, the activation,
 the L1 weight magnitude, or random), removes the lowest-scored ones with Torch-Pruning,
 fine-tunes, and repeats on a schedule; each (criterion, seed) is one Ray task.
 
 - schedule: the checked `prune` config and the filters each step removes (no torch)
 - criteria: filter scores per criterion, classes combined with a documented normalization
-- surgery:  Torch-Pruning's channel removal, its replay from a model file's pruning record,
-            and size and speed counts (the only torch_pruning importer)
-- job:      one (criterion, seed) run of the schedule, as a Ray task (pgsweep.sweep.run_sweep)
-- stage:    the pipeline stage: fan out, gather, log tables, figures and models
+- surgery:  which conv makes a map, coupled convs, filter magnitudes, size and speed counts
+            (the removal and its replay from a model file's record: pgsweep.models.pruning)
 - plots:    the figures, drawn from the logged table
 """

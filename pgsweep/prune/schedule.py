@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from pgsweep.config import build
 from pgsweep.errors import ConfigError
-from pgsweep.settings import CONV_LAYERS, FILTER_NORMS, check_progress_bar, show_progress_bar
+from pgsweep.pg.choices import FILTER_NORMS
+from pgsweep.settings import CONV_LAYERS, check_progress_bar, show_progress_bar
 
 # criterion -> what it scores a filter by (lowest first out)
 CRITERIA = {

@@ -1,7 +1,7 @@
 """Fan a sweep's shards out as Ray tasks and gather their tables (the only Ray importer).
 
 Ray Core tasks, not Ray Data and not actors (README, "Why Ray Core tasks"):
-- resuming is a manifest of finished shards (pgsweep.sweep.grid.ShardStore), written by
+- resuming is a manifest of finished shards (pgsweep.sweep.store.ShardStore), written by
   the driver as each shard's table arrives; Ray Data's checkpointing only engages for
   plans that read files and write files, which a generated grid is not;
 - a task that dies with its worker or node is retried (`max_retries`) and lineage
@@ -30,7 +30,8 @@ import torch
 
 from pgsweep.errors import ConfigError
 from pgsweep.settings import RaySettings  # noqa: F401  (light, for config checks; re-exported)
-from pgsweep.sweep.grid import Shard, ShardStore, SweepJob
+from pgsweep.sweep.job import Job, Piece
+from pgsweep.sweep.store import ShardStore
 
 # Ray reads this once, at import: "0" makes a local Ray bind and connect on 127.0.0.1
 # instead of the machine's network address (it also refuses `ray start --address` joins).
@@ -293,10 +294,10 @@ def ray_session(settings: RaySettings) -> Iterator[HeldSignals]:
 # ---------------------------------------------------------------- the work on a worker
 
 _NETWORKS: dict[str, torch.nn.Module] = {}  # per worker process: job key -> network
-_JOBS: dict[str, SweepJob] = {}
+_JOBS: dict[str, Job] = {}
 
 
-def _run_shard(job_box: list, key: str, shard: Shard, threads: int, use_gpu: bool):
+def _run_shard(job_box: list, key: str, shard: Piece, threads: int, use_gpu: bool):
     """One shard on a worker: returns (shard index, its table, where and how long it ran)."""
     import ray
 
@@ -320,7 +321,7 @@ def _run_shard(job_box: list, key: str, shard: Shard, threads: int, use_gpu: boo
 class _Progress:
     """Shards done of total and points per second, on stderr (tqdm)."""
 
-    def __init__(self, total: int, done: int, enabled: bool, label: str = "adversarial sweep") -> None:
+    def __init__(self, total: int, done: int, enabled: bool, label: str) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, initial=done, unit="shard", desc=label,
@@ -338,24 +339,20 @@ class _Progress:
 
 
 def run_sweep(
-    job: SweepJob,
-    shards: Sequence[Shard],
+    job: Job,
     store: ShardStore,
     settings: RaySettings,
-    key: str,
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
-    label: str = "adversarial sweep",
 ) -> SweepStats:
-    """Compute every shard not yet in `store` (on Ray, or in-process), saving each as it arrives.
-
-    A shard is anything with an `index`; `job.run(shard, network)` returns its table (label:
-    the progress bar's name).
+    """Compute every piece of `job` not yet in `store` (on Ray, or in-process), saving each as it
+    arrives; `job.gather(store.tables(job.pieces()))` reads the whole result back.
 
     Ctrl-C or SIGTERM stops it between shards: every shard already saved stays saved (the
     same command resumes from them), the rest are cancelled, and a local Ray is shut down
     with all its processes before the interrupt goes on (pgsweep: exit 130 or 143).
     """
+    shards, key, label = job.pieces(), job.key(), job.label
     finished = store.finished()
     todo = [s for s in shards if s.index not in finished]
     stats = SweepStats(shards=len(shards), resumed=len(shards) - len(todo))
@@ -366,7 +363,7 @@ def run_sweep(
     started = time.perf_counter()
     bar: _Progress | None = None
 
-    def finish(shard: Shard, table, meta: dict) -> None:
+    def finish(shard: Piece, table, meta: dict) -> None:
         store.save(shard, table, **meta)
         points = len(table)
         stats.computed += 1
@@ -397,7 +394,7 @@ def run_sweep(
     return stats
 
 
-def _run_on_ray(job: SweepJob, todo: Sequence[Shard], settings: RaySettings, key: str, finish,
+def _run_on_ray(job: Job, todo: Sequence[Piece], settings: RaySettings, key: str, finish,
                 held: HeldSignals) -> None:
     import ray
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.analyses.diagrams import choose_images, consistency, consistency_test, image_filter_scores
-from pgsweep.analyses.stages.common import (
+from pgsweep.stages.common import (
     FIRST_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, require_images,
 )
 

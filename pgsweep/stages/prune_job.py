@@ -1,8 +1,8 @@
 """One (criterion, seed) run of the pruning schedule: the work a Ray task does.
 
-`PruneJob` is a job for pgsweep.sweep.run_sweep, like the adversarial sweep's SweepJob:
-plain data put in Ray's object store once, `network()` built once per worker, and
-`run(task, network)` returning one table (a row per step). Workers compute and return;
+`PruneJob` is a pgsweep.sweep.Job, like the adversarial sweep's SweepJob: plain data put
+in Ray's object store once, `network()` built once per worker, and `run(task, network)`
+returning one table (a row per step). Workers compute and return;
 the driver saves each task's table as it arrives (resumable) and logs everything.
 
 A step, from the network the step starts from:
@@ -36,11 +36,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pgsweep.analyses.units import default_layers, unit_label
 from pgsweep.errors import Interrupted, QueryError
-from pgsweep.evaluate import error_report
+from pgsweep.stages.common import error_report
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.prune.criteria import filter_scores, lowest
 from pgsweep.prune.schedule import PruneSettings, removal_counts
-from pgsweep.prune.surgery import PruningRecord, producing_conv, remove_filters, size
+from pgsweep.models.pruning import PruningRecord, remove_filters
+from pgsweep.prune.surgery import producing_conv, size
 from pgsweep.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ def finetune(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from pgsweep.models.lightning import ClassifierModule
-    from pgsweep.train import _quiet_lightning
+    from pgsweep.stages.common import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     warnings.filterwarnings("ignore", message=".*val_dataloader.*")
     pl.seed_everything(seed, workers=True, verbose=False)
     module = ClassifierModule(network, learning_rate=settings.learning_rate, momentum=settings.momentum,
@@ -78,7 +79,7 @@ def finetune(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     network.train()
     try:
         trainer.fit(module, train_dataloaders=loader)
-    except SIGTERMException:  # as in pgsweep.train: Lightning would exit 0 on SIGTERM
+    except SIGTERMException:  # as in pgsweep.stages.train: Lightning would exit 0 on SIGTERM
         raise Interrupted(signal.SIGTERM) from None
     except SystemExit:
         if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1
@@ -103,6 +104,15 @@ class PruneJob:
     settings: PruneSettings
     trainer: TrainSettings
     tasks: tuple[PruneTask, ...]
+
+    label = "prune"
+
+    def pieces(self) -> tuple[PruneTask, ...]:
+        return self.tasks
+
+    def gather(self, tables) -> pd.DataFrame:
+        """Every task's rows, in task order."""
+        return pd.concat(tables, ignore_index=True)
 
     def network(self) -> torch.nn.Module:
         return copy.deepcopy(self.model.network).eval()

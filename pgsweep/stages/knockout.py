@@ -30,11 +30,11 @@ from pgsweep.analyses.knockout import (
     COLLAPSE_SHARE, ZEROINGS, KnockoutRun, class_errors, class_orders, curve_table, knockout_predictions,
     random_orders, single_knockouts, summarize, zeroing_agreement,
 )
-from pgsweep.analyses.stages.common import (
+from pgsweep.stages.common import (
     ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name,
     require_images,
 )
-from pgsweep.analyses.stages.rank import scores_for
+from pgsweep.stages.rank import scores_for
 from pgsweep.errors import ConfigError
 
 __all__ = ["check", "run", "KnockoutReport"]

@@ -18,11 +18,12 @@ import pandas as pd
 import torch
 
 from pgsweep.analyses import adversarial as math_
-from pgsweep.config import build, section
 from pgsweep.errors import ConfigError, QueryError
 from pgsweep.settings import AdversarialSettings, RaySettings, check_optimize
-from pgsweep.sweep.grid import ShardStore, SweepJob, make_shards
+from pgsweep.stages.common import predict_logits, ray_settings
+from pgsweep.sweep.grid import SweepJob
 from pgsweep.sweep.runner import SweepStats, check_address, ray_session, run_sweep
+from pgsweep.sweep.store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ class AdversarialReport:
     affine_prefix: str | None
     folder: Path
     stats: SweepStats
-
-
-def ray_settings(ctx) -> RaySettings:
-    return build(RaySettings, section(ctx.settings.resolved, "ray"), "ray")
 
 
 def check(ctx) -> None:
@@ -82,20 +79,15 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     prefix = {"auto": math_.find_affine_prefix(network, images[:1]), "none": None}.get(settings.affine_prefix,
                                                                               settings.affine_prefix)
     job = SweepJob(
-        # the thesis convnet keeps its spec, so its earlier shard folders (hashed from it) still resume
-        model={**({"spec": model.spec.to_dict()} if model.spec is not None else {"recipe": model.recipe.to_dict()}),
-               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-               **({"pruning": model.pruning} if model.pruning else {})},
-        images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
+        model=model, images=images.contiguous(), labels=labels, image_ids=tuple(int(i) for i in indices),
         targets=tuple(targets), steps=steps, perturbation=perturbation,
-        affine_prefix=None if perturbation.clip else prefix, batch_size=settings.batch_size,
-        optimize=check_optimize(settings.optimize, "adversarial.optimize"),
+        affine_prefix=None if perturbation.clip else prefix,
+        images_per_shard=settings.images_per_shard, targets_per_shard=settings.targets_per_shard or len(targets),
+        batch_size=settings.batch_size, optimize=check_optimize(settings.optimize, "adversarial.optimize"),
     )
-    per_shard = settings.targets_per_shard or len(targets)
-    shards = make_shards(len(indices), targets, settings.images_per_shard, per_shard)
-    key = job.key(settings.images_per_shard, per_shard)
-    folder = Path(settings.output_dir).expanduser() / key[:16]
-    store = ShardStore(folder, job.describe(settings.images_per_shard, per_shard))
+    shards = job.pieces()
+    folder = Path(settings.output_dir).expanduser() / job.key()[:16]
+    store = ShardStore(folder, job.describe())
     log.info("adversarial sweep (%s steps): %d images x %d targets x %d steps = %d points in %d shards -> %s",
              step_kind, len(indices), len(targets), len(steps), len(indices) * len(targets) * len(steps),
              len(shards), folder)
@@ -104,8 +96,8 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
                             "adversarial.affine_prefix_used": job.affine_prefix,
                             "adversarial.shard_folder": str(folder.resolve()),
                             "adversarial.shards": len(shards)})
-    stats = run_sweep(job, shards, store, ray, key, progress=settings.show_progress_bar())
-    return job, store.table(shards), stats, folder
+    stats = run_sweep(job, store, ray, progress=settings.show_progress_bar())
+    return job, job.gather(store.tables(shards)), stats, folder
 
 
 def run(ctx) -> None:
@@ -193,8 +185,6 @@ def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_nam
     """Figure 4.5's data: a few images, each toward the target it reaches at the smallest step
     (step_index -1 is the original image); images whose only target is their own class are
     skipped, and None is returned when no image has another target."""
-    from pgsweep.evaluate import predict_logits
-
     step_columns = sorted(set(np.linspace(0, len(job.steps) - 1, settings.example_steps).round().astype(int)))
     rows, pixels, titles, labels = [], [], [], []
     for position in range(len(job.image_ids)):

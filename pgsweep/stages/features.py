@@ -15,13 +15,13 @@ import torch
 
 from pgsweep import plots
 from pgsweep.analyses.features import feature_maps, feature_table
-from pgsweep.analyses.stages.common import (
+from pgsweep.stages.common import (
     FIRST_CLASSES, AnalysisSettings, class_indices, images_of, network_for_checks,
 )
 from pgsweep.analyses.units import default_layers, find_units, unit_label
 from pgsweep.errors import ConfigError, QueryError
 from pgsweep.settings import AUTO_LAYER
-from pgsweep.evaluate import predict_logits
+from pgsweep.stages.common import predict_logits
 
 __all__ = ["check", "run"]
 

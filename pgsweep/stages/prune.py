@@ -23,19 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from pgsweep.analyses.stages.common import network_for_checks, split_indices
+from pgsweep.stages.common import network_for_checks, ray_settings, split_indices
 from pgsweep.analyses.units import default_layers, find_units
 from pgsweep.errors import ConfigError, ModelError, QueryError
 from pgsweep.models.checkpoint import MODEL_FILE
 from pgsweep.prune import plots
-from pgsweep.prune.job import PruneJob, PruneTask, read_model
+from pgsweep.stages.prune_job import PruneJob, PruneTask, read_model
 from pgsweep.prune.schedule import PruneSettings, check_widths
 from pgsweep.prune.summary import comparisons, markdown, summarize
 from pgsweep.prune.surgery import coupled_convs, latencies, producing_conv
 from pgsweep.settings import CONV_LAYERS
-from pgsweep.sweep.adversarial import ray_settings
-from pgsweep.sweep.grid import ShardStore
 from pgsweep.sweep.runner import check_address, run_sweep
+from pgsweep.sweep.store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +117,7 @@ def run(ctx) -> None:
                    score_images=images[score], score_labels=labels[score], test_images=images[test],
                    test_labels=labels[test], test_sources=tuple(ctx.images.sources[i] for i in test),
                    settings=settings, trainer=ctx.settings.trainer, tasks=tasks)
-    key = job.key()
-    folder = Path(settings.output_dir).expanduser() / key[:16]
+    folder = Path(settings.output_dir).expanduser() / job.key()[:16]
     store = ShardStore(folder, job.describe())
     fractions = settings.fractions()
     log.info("prune: %d criteria x %d seeds = %d tasks, %d steps to %.2f of %s (%s), %d fine-tuning epochs "
@@ -129,9 +127,8 @@ def run(ctx) -> None:
     tracker.log_params({"prune.layers_used": list(widths), "prune.fractions": list(fractions),
                         "prune.task_folder": str(folder.resolve()), "prune.tasks": len(tasks)})
     ray = ray_settings(ctx)
-    stats = run_sweep(job, tasks, store, ray, key, progress=settings.show_progress_bar(), label="prune")
-    tables = [pd.read_parquet(folder / f"shards/{t.index:06d}.parquet") for t in tasks]
-    curves = pd.concat(tables, ignore_index=True)
+    stats = run_sweep(job, store, ray, progress=settings.show_progress_bar())
+    curves = job.gather(store.tables(job.pieces()))
     curves = _timed(curves, job.test_images, settings)
     last = curves.step.max()
     model_files = {(r.criterion, int(r.seed)): r.model_file for r in curves.itertuples() if r.step == last}

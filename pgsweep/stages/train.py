@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pgsweep.context import Context, data_provenance
 from pgsweep.data import ImageSet, Split
 from pgsweep.errors import ConfigError, Interrupted
-from pgsweep.evaluate import ErrorReport, log_misclassified, split_reports
+from pgsweep.stages.common import ErrorReport, log_misclassified, quiet_lightning, split_reports
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.models.build import build_network
 from pgsweep.models.spec import THESIS_TARGET, ConvNetSpec, ModelRecipe, ModelSettings
@@ -56,14 +55,6 @@ def _loader(images: ImageSet, indices, batch_size: int, shuffle: bool) -> DataLo
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
 
 
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-
-
 def train_model(
     images: ImageSet,
     split: Split,
@@ -81,7 +72,7 @@ def train_model(
     split when there is none (no model selection is done on it).
     """
     settings.validate()
-    _quiet_lightning()
+    quiet_lightning()
     train_pixels = images.images[split.train]
     if isinstance(architecture, ConvNetSpec):
         architecture = ModelSettings({"_target_": THESIS_TARGET, **ModelRecipe.thesis(architecture).arguments},

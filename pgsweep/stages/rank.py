@@ -15,7 +15,7 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.analyses.ranking import ClassScores, class_scores, strongest_weakest, thesis_table_markdown
-from pgsweep.analyses.stages.common import (
+from pgsweep.stages.common import (
     AnalysisSettings, analysis_units, images_of, network_for_checks, require_images,
 )
 from pgsweep.analyses.units import activation_layers

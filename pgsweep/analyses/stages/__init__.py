@@ -1,1 +1,0 @@
-"""The analysis stages of the `pgsweep` pipeline: read config, call the analyses, log results."""
