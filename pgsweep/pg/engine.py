@@ -129,10 +129,6 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-# the old private name, for pgsweep.analyses.knockout only until its split lands; goes at merge
-_eval_mode = eval_mode
-
-
 class _Capture:
     """Forward hooks that keep each named module's output and count its calls."""
 

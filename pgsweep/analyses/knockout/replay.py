@@ -34,7 +34,7 @@ from pgsweep.analyses.graph import GraphReplay, graph_replay
 from pgsweep.analyses.inference import on_inference_copy
 from pgsweep.analyses.units import Units
 from pgsweep.errors import QueryError
-from pgsweep.pg.engine import _eval_mode
+from pgsweep.pg.engine import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def knockout_predictions(
     predictions = np.empty((len(orders), steps + 1, count), dtype=np.int64)
     losses = np.empty((len(orders), steps + 1, count), dtype=np.float32)
     parameter = next(network.parameters())
-    with _eval_mode(network), torch.no_grad():
+    with eval_mode(network), torch.no_grad():
         for start in range(0, count, image_chunk):
             rows = slice(start, start + image_chunk)
             x = images[rows].to(parameter.device, parameter.dtype)
@@ -181,7 +181,7 @@ def _knockout_by_graph(replay: GraphReplay, network: nn.Module, images: torch.Te
     predictions = np.empty((len(orders), steps + 1, count), dtype=np.int64)
     losses = np.empty((len(orders), steps + 1, count), dtype=np.float32)
     parameter = next(network.parameters())
-    with _eval_mode(network), torch.no_grad():
+    with eval_mode(network), torch.no_grad():
         for start in range(0, count, image_chunk):
             rows = slice(start, start + image_chunk)
             x = images[rows].to(parameter.device, parameter.dtype)
@@ -267,7 +267,7 @@ def knockout_predictions_loop(
     losses = np.empty((len(orders), steps + 1, len(images)), dtype=np.float32)
     parameter = next(network.parameters())
     try:
-        with _eval_mode(network), torch.no_grad():
+        with eval_mode(network), torch.no_grad():
             for r, order in enumerate(orders):
                 for layer in knocked:
                     knocked[layer] = []

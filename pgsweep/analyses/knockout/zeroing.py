@@ -13,7 +13,7 @@ from torch import nn
 
 from pgsweep.analyses.knockout.replay import knockout_predictions
 from pgsweep.analyses.units import Units
-from pgsweep.pg.engine import _eval_mode
+from pgsweep.pg.engine import eval_mode
 
 ZEROINGS = {
     "post_activation": "the filter's map after the activation (what pgsweep zeroes)",
@@ -71,7 +71,7 @@ def zeroing_predictions(network: nn.Module, images: torch.Tensor, units: Units, 
     out = np.empty((len(orders), orders.shape[1] + 1, len(images)), dtype=np.int64)
     parameter = next(network.parameters())
     try:
-        with _eval_mode(network), torch.no_grad():
+        with eval_mode(network), torch.no_grad():
             for r, order in enumerate(orders):
                 for layer in knocked:
                     knocked[layer] = []
