@@ -17,7 +17,7 @@ from torch import nn
 
 from pgsweep.analyses.ranking import class_scores
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.pg.scores import _Softmax, gaussian_blur, path_baseline, unit_scores
+from pgsweep.pg.scores import SoftmaxOutput, gaussian_blur, path_baseline, unit_scores
 from pgsweep.settings import read_analysis_config
 from pgsweep.testing.models import hand_set_convnet, hand_set_mlp
 
@@ -50,7 +50,7 @@ def _l2_map(a: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("output", ["softmax", "logit"])
 def test_grad_x_activation_is_captums_summed_with_its_sign_and_its_l2(conv, output):
     net, images = conv
-    forward = _Softmax(net) if output == "softmax" else net
+    forward = SoftmaxOutput(net) if output == "softmax" else net
     method = LayerGradientXActivation(forward, net.act1)
     got = unit_scores(net, images, ["act1"], "grad_x_activation", output=output)["act1"]
     assert got.shape == (CLASSES, 4, 2)
@@ -77,7 +77,7 @@ def test_integrated_pg_equals_captums_internal_influence(conv, baseline):
     net, images = conv
     images = images.repeat(1, 1, 2, 2)[:, :, :5, :5]  # keep 5x5; blur needs a few pixels of border
     start = path_baseline(baseline, images)
-    method = InternalInfluence(_Softmax(net), net.act1)
+    method = InternalInfluence(SoftmaxOutput(net), net.act1)
     expected = _per_class(method, _l2_map, images, baselines=start, n_steps=7)
     got = unit_scores(net, images, ["act1"], "integrated_pg", baseline=baseline, path_steps=7)["act1"]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
@@ -102,7 +102,7 @@ def test_captum_methods_batched_over_classes_equal_the_per_class_calls(conv, sco
     start = path_baseline("zeros", images)
     if score == "conductance":
         kwargs = {**kwargs, "baselines": start}
-    expected = _per_class(method(_Softmax(net), net.act1), reduce, images, **kwargs)
+    expected = _per_class(method(SoftmaxOutput(net), net.act1), reduce, images, **kwargs)
     got = unit_scores(net, images, ["act1"], score, path_steps=5)["act1"]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     own = torch.tensor([0, 2, 1, 1])
@@ -213,3 +213,62 @@ def test_config_reads_scores_baseline_and_steps():
                                      "rank": {"scores": ["pg_softmax", "pg_logit", "integrated_pg"]}})
     assert settings.query.baseline == "blur" and settings.query.path_steps == 8
     assert settings.rank.scores == ("pg_softmax", "pg_logit", "integrated_pg")
+
+
+# ---------------------------------------------------------------- the rank stage through the real config
+
+def _compose(store, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    from pgsweep.cli import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=[f"tracking.uri=sqlite:///{store}/mlflow.db",
+                                            "trainer.progress_bar=false", *overrides])
+
+
+RANKED = ["pg_softmax", "pg_logit", "taylor_signed", "grad_x_activation", "integrated_pg", "conductance"]
+
+
+def test_rank_stage_logs_one_column_per_configured_score(tmp_path):
+    from mlflow.tracking import MlflowClient
+    import pandas as pd
+
+    from pgsweep.pipeline import run_pipeline
+
+    cfg = _compose(tmp_path, "trainer.max_epochs=1", "stages=[train,rank]", f"analysis.rank.scores=[{','.join(RANKED)}]",
+                   "analysis.path_steps=4", "analysis.baseline=mean")
+    result = run_pipeline(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    table = pd.read_parquet(client.download_artifacts(result.run_id, "rank/class_scores.parquet"))
+    assert set(RANKED) <= set(table.columns) and "loss_gradient" not in table.columns
+    assert table[RANKED].notna().all().all() and len(table) == 10 * 23
+    assert (table.grad_x_activation < 0).any() and not table.integrated_pg.equals(table.pg_softmax)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["analysis.rank.scores=[pg_softmax,pg_logit,saliency]"], "analysis.rank.scores: unknown score 'saliency'"),
+    (["analysis.layers=[act1,act4]", "analysis.rank.scores=[pg_softmax,pg_logit,gradcam]"],
+     "analysis.rank.scores: score 'gradcam' needs a conv map"),
+    (["analysis.path_steps=0"], "analysis.path_steps must be >= 1, got 0"),
+    (["analysis.baseline=noise"], "analysis.baseline must be one of zeros, mean, blur"),
+])
+def test_bad_score_input_fails_in_one_line_before_any_run(tmp_path, overrides, message):
+    from pgsweep.pipeline import run_pipeline
+
+    cfg = _compose(tmp_path, "trainer.max_epochs=1", "stages=[train,rank]", *overrides)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as caught:
+        run_pipeline(cfg)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unknown_score_on_the_command_line_exits_2_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pgsweep", "analysis.rank.scores=[pg_softmax,pg_logit,saliency]"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "pgsweep: error: analysis.rank.scores: unknown score 'saliency'; choose from " + ", ".join(
+            __import__("pgsweep.settings", fromlist=["RANK_SCORES"]).RANK_SCORES)]

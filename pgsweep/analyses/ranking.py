@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pgsweep.analyses.units import Units, find_units
-from pgsweep.errors import QueryError
+from pgsweep.errors import ConfigError, QueryError
 from pgsweep.pg.engine import image_class_gradients
 from pgsweep.pg.reductions import NORMS, filter_scores
 from pgsweep.pg.scores import SCORES as UNIT_SCORES
@@ -186,6 +186,17 @@ def class_scores(
             parts = [per_class_mean(unit_sums[score][layer]) for layer in units.layers]
         result[score] = torch.cat(parts, dim=1).cpu().numpy()  # (K, U)
     return ClassScores(result, counts.numpy().astype(np.int64), units, tuple(class_names), norm)
+
+
+def check_rank_scores(scores: Sequence[str], units: Units) -> None:
+    """ConfigError naming analysis.rank.scores when a score cannot be computed on one of the layers."""
+    for score in scores:
+        if score in _PER_IMAGE_SCORES:
+            for layer, ndim in zip(units.layers, units.ndims):
+                try:
+                    check_score_layer(score, layer, ndim)
+                except QueryError as error:
+                    raise ConfigError(f"analysis.rank.scores: {error}") from None
 
 
 def strongest_weakest(scores: np.ndarray, units: Units, class_names: Sequence[str], k: int) -> pd.DataFrame:

@@ -54,6 +54,7 @@ SCORES = {
 }
 assert tuple(SCORES) == ENGINE_SCORES + CAPTUM_SCORES
 PATH_SCORES = ("integrated_pg", "conductance", "deeplift")  # the ones that use a baseline
+CONDUCTANCE_POINTS = 4  # path points per internal pass of LayerConductance
 BLUR_SIGMA = 5.0  # pixels: the "blur" baseline keeps coarse shading and removes edges
 
 
@@ -170,7 +171,9 @@ def _check_captum_layers(model: nn.Module, layers: list[str], score: str, exampl
         check_score_layer(score, layer, len(shapes[layer]))
 
 
-class _Softmax(nn.Module):
+class SoftmaxOutput(nn.Module):
+    """The network with softmax on its logits: Captum's forward for output="softmax"."""
+
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
@@ -184,7 +187,10 @@ def _captum_layer(score, model, forward, module, images, baseline, targets, path
     from captum.attr import LayerConductance, LayerDeepLift, LayerFeatureAblation, LayerGradCam
 
     if score == "conductance":
-        return LayerConductance(forward, module).attribute(images, baseline, target=targets, n_steps=path_steps)
+        # a few path points per internal pass bounds memory to a few times one forward's
+        return LayerConductance(forward, module).attribute(
+            images, baseline, target=targets, n_steps=path_steps, internal_batch_size=images.shape[0] * CONDUCTANCE_POINTS,
+        )
     if score == "deeplift":
         return LayerDeepLift(model, module).attribute(images, baseline, target=targets)
     if score == "gradcam":
@@ -221,7 +227,7 @@ def _activation_shapes(model: nn.Module, modules: dict[str, nn.Module], example:
 def _captum_scores(model, images, layers, score, classes, output, baseline, path_steps):
     modules = dict(model.named_modules())
     # deeplift's softmax rule mixes the images of a batch, so it always explains the logit
-    forward = _Softmax(model) if output == "softmax" and score != "deeplift" else model
+    forward = SoftmaxOutput(model) if output == "softmax" and score != "deeplift" else model
     if classes is None:
         # every class in one call: the images repeated per class, target t on the t-th copy
         num_classes = model(images[:1]).shape[1]
