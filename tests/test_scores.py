@@ -84,6 +84,11 @@ def test_integrated_pg_equals_captums_internal_influence(conv, baseline):
     # and in chunks of images, as the ranking streams them
     chunked = unit_scores(net, images, ["act1"], "integrated_pg", baseline=baseline, path_steps=7, image_chunk=3)
     torch.testing.assert_close(chunked["act1"], expected, rtol=1e-5, atol=1e-7)
+    # and with path points stacked into one engine pass (3 of 7 per pass), or one per pass
+    for path_batch in (1, 12):
+        stacked = unit_scores(net, images, ["act1"], "integrated_pg", baseline=baseline, path_steps=7,
+                              path_batch=path_batch)
+        torch.testing.assert_close(stacked["act1"], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_one_path_step_is_pg_at_the_midpoint(conv):

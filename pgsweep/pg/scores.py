@@ -106,26 +106,23 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the scores
 
-def _ndim(activation: torch.Tensor, batch_dims: int) -> int:
-    return activation.dim() - batch_dims
-
-
-def _reduce_product(score: str, product: torch.Tensor, ndim: int) -> torch.Tensor:
-    """a * g over the map -> one value per filter: signed sum, or L2."""
+def _reduce_product(score: str, a: torch.Tensor, g: torch.Tensor, ndim: int) -> torch.Tensor:
+    """a (B, F, ...) and g (..., B, F, ...) -> a * g over each map: signed sum, or L2: (..., B, F)."""
     if ndim == 1:
-        return product if score == "grad_x_activation" else product.abs()
+        return a * g if score == "grad_x_activation" else (a * g).abs()
+    a, g = a.flatten(-ndim + 1), g.flatten(-ndim + 1)  # (B, F, P), (..., B, F, P)
     if score == "grad_x_activation":
-        return product.flatten(-ndim + 1).sum(-1)
-    return torch.linalg.vector_norm(product.flatten(-ndim + 1), dim=-1)
+        return torch.einsum("...bfp,bfp->...bf", g, a)  # a batched dot product: no (..., B, F, P) product kept
+    return torch.linalg.vector_norm(a * g, dim=-1)
 
 
 def _engine_gradients(model, images, layers, classes, output):
-    """({layer: g}, {layer: a}, batch_dims): (T, B, ...) for all classes, (B, ...) for own classes."""
+    """({layer: g}, {layer: a}): g (T, B, ...) for all classes or (B, ...) for own classes; a (B, ...)."""
     if classes is None:
         got = prediction_gradients(model, images, layers, "all", output)
-        return got.gradients, got.activations, 2
+        return got.gradients, got.activations
     got = image_class_gradients(model, images, layers, classes, [output])
-    return got.gradients[output], got.activations, 1
+    return got.gradients[output], got.activations
 
 
 def _gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
@@ -136,27 +133,37 @@ def _gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
     return list(sizes(steps)), list(alphas(steps))
 
 
-def _engine_scores(model, images, layers, score, classes, output, norm, baseline, path_steps):
+def _engine_scores(model, images, layers, score, classes, output, norm, baseline, path_steps, path_batch):
     if score != "integrated_pg":
-        gradients, activations, batch_dims = _engine_gradients(model, images, layers, classes, output)
+        gradients, activations = _engine_gradients(model, images, layers, classes, output)
         out = {}
         for layer in layers:
             a, g = activations[layer], gradients[layer]
-            ndim = _ndim(a, 1)
-            out[layer] = filter_scores(g, ndim, norm) if score == "pg" else _reduce_product(score, a * g, ndim)
+            ndim = a.dim() - 1
+            out[layer] = filter_scores(g, ndim, norm) if score == "pg" else _reduce_product(score, a, g, ndim)
         return out
-    # one all-class (or own-class) pass of the engine per path step, weighted by the step size
+    # one all-class (or own-class) pass of the engine per few path points, weighted by step size:
+    # fewer passes mean fewer backward calls (benchmarks/bench_scores.py times one point per pass)
     sizes, alphas = _gauss_legendre(path_steps)
+    batch = images.shape[0]
+    per_pass = max(1, path_batch // batch)
     integral: dict[str, torch.Tensor] = {}
-    ndims: dict[str, int] = {}
-    for size, alpha in zip(sizes, alphas):
-        scaled = baseline + alpha * (images - baseline)
-        gradients, activations, _ = _engine_gradients(model, scaled, layers, classes, output)
+    for first in range(0, path_steps, per_pass):
+        group = alphas[first : first + per_pass]
+        weights = torch.tensor(sizes[first : first + per_pass], dtype=images.dtype, device=images.device)
+        scaled = torch.cat([baseline + alpha * (images - baseline) for alpha in group])  # (k * B, *input)
+        own = None if classes is None else classes.repeat(len(group))
+        gradients, _ = _engine_gradients(model, scaled, layers, own, output)
         for layer in layers:
-            ndims[layer] = _ndim(activations[layer], 1)
-            part = size * gradients[layer]
-            integral[layer] = part if layer not in integral else integral[layer] + part
-    return {layer: filter_scores(integral[layer], ndims[layer], norm) for layer in layers}
+            g = gradients[layer]
+            if classes is None:  # (T, k * B, ...) -> (T, B, ...)
+                g = g.view(g.shape[0], len(group), batch, -1)
+                part = torch.einsum("tkbd,k->tbd", g, weights).view(g.shape[0], batch, *gradients[layer].shape[2:])
+            else:  # (k * B, ...) -> (B, ...)
+                part = torch.einsum("kbd,k->bd", g.view(len(group), batch, -1), weights).view(batch, *g.shape[1:])
+            integral[layer] = part if layer not in integral else integral[layer].add_(part)
+    ndim = {layer: integral[layer].dim() - (1 if classes is not None else 2) for layer in layers}
+    return {layer: filter_scores(integral[layer], ndim[layer], norm) for layer in layers}
 
 
 def _check_captum_layers(model: nn.Module, layers: list[str], score: str, example: torch.Tensor) -> None:
@@ -260,6 +267,7 @@ def unit_scores(
     train_mean: torch.Tensor | None = None,
     path_steps: int = 32,
     image_chunk: int | None = None,
+    path_batch: int = 256,
 ) -> dict[str, torch.Tensor]:
     """`score` of every filter of `layers`: {layer: (T, B, F)} for every class, or {layer: (B, F)}
     for each image's own class when `classes` (B,) is given. See the module docstring for each
@@ -268,6 +276,8 @@ def unit_scores(
     baseline: zeros | mean (needs `train_mean`, one image) | blur | a tensor (*input) or (B, *input);
     used by integrated_pg, conductance and deeplift, with `path_steps` points on the path.
     norm: the map norm of pg and integrated_pg (l2, l1, max).
+    image_chunk: images per pass, to bound memory; path_batch: integrated_pg's images per engine
+    pass, path points of one chunk stacked (the chunk alone when it is larger).
     """
     if score not in SCORES:
         raise QueryError(f"unknown score '{score}'; choose from {', '.join(SCORES)}")
@@ -297,7 +307,7 @@ def unit_scores(
             start = None if starts is None else starts[rows]
             own = None if classes is None else classes[rows]
             if score in ENGINE_SCORES:
-                got = _engine_scores(model, x, layers, score, own, output, norm, start, path_steps)
+                got = _engine_scores(model, x, layers, score, own, output, norm, start, path_steps, path_batch)
             else:
                 if begin == 0:
                     _check_captum_layers(model, layers, score, x[:1])
