@@ -195,8 +195,9 @@ def _captum_layer(score, model, forward, module, images, baseline, targets, path
 
     if score == "conductance":
         # a few path points per internal pass bounds memory to a few times one forward's
+        points = images.shape[0] * CONDUCTANCE_POINTS
         return LayerConductance(forward, module).attribute(
-            images, baseline, target=targets, n_steps=path_steps, internal_batch_size=images.shape[0] * CONDUCTANCE_POINTS,
+            images, baseline, target=targets, n_steps=path_steps, internal_batch_size=points,
         )
     if score == "deeplift":
         return LayerDeepLift(model, module).attribute(images, baseline, target=targets)
@@ -237,7 +238,8 @@ def _captum_scores(model, images, layers, score, classes, output, baseline, path
     forward = SoftmaxOutput(model) if output == "softmax" and score != "deeplift" else model
     if classes is None:
         # every class in one call: the images repeated per class, target t on the t-th copy
-        num_classes = model(images[:1]).shape[1]
+        with torch.no_grad():
+            num_classes = model(images[:1]).shape[1]
         batch = images.shape[0]
         inputs = images.repeat(num_classes, *[1] * (images.dim() - 1))  # (T * B, *input)
         starts = None if baseline is None else baseline.repeat(num_classes, *[1] * (images.dim() - 1))
