@@ -18,9 +18,11 @@ from pgsweep.analyses.choices import (  # noqa: F401  (the stages' names)
     OPTIMIZE_CHOICES, STEP_KINDS, Perturbation, check_optimize, check_steps,
 )
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.pg.choices import FILTER_NORMS, PG_OUTPUTS  # noqa: F401  (the stages' names)
+from pgsweep.analyses.choices import DEFAULT_RANK_SCORES, RANK_SCORES  # noqa: F401  (the stages' names)
+from pgsweep.pg.choices import (  # noqa: F401  (the stages' names)
+    CAPTUM_SCORES, ENGINE_SCORES, FILTER_NORMS, PATH_BASELINES, PG_OUTPUTS,
+)
 
-# What the prediction-gradient engine and its reductions accept (pgsweep.pg reads these)
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,14 @@ class QuerySettings:
     norm: str = "l2"
     layers: tuple[str, ...] = (CONV_LAYERS,)
     image_chunk: int = 128
+    baseline: str = "zeros"  # the path's start for integrated_pg, conductance and deeplift
+    path_steps: int = 32     # points on that path (Gauss-Legendre, as Captum's default)
 
     def validate(self) -> None:
+        if self.baseline not in PATH_BASELINES:
+            raise ConfigError(f"analysis.baseline must be one of {', '.join(PATH_BASELINES)}, got '{self.baseline}'")
+        if self.path_steps < 1:
+            raise ConfigError(f"analysis.path_steps must be >= 1, got {self.path_steps}")
         if self.output not in PG_OUTPUTS:
             raise ConfigError(f"analysis.output must be one of {', '.join(PG_OUTPUTS)}, got '{self.output}'")
         if self.norm not in FILTER_NORMS:
@@ -144,8 +152,16 @@ class RankSettings:
     split: str = "test"
     k: int = 3
     fc_units: bool = False
+    scores: tuple[str, ...] = DEFAULT_RANK_SCORES  # one column per score in rank/class_scores.parquet
 
     def validate(self) -> None:
+        unknown = [s for s in self.scores if s not in RANK_SCORES]
+        if unknown:
+            raise ConfigError(f"analysis.rank.scores: unknown score '{unknown[0]}'; choose from {', '.join(RANK_SCORES)}")
+        if not {"pg_softmax", "pg_logit"} <= set(self.scores):
+            raise ConfigError("analysis.rank.scores must keep pg_softmax and pg_logit (the thesis table shows both)")
+        if len(set(self.scores)) != len(self.scores):
+            raise ConfigError(f"analysis.rank.scores lists a score twice: {list(self.scores)}")
         if self.split not in SPLITS:
             raise ConfigError(f"analysis.rank.split must be one of {', '.join(SPLITS)}, got '{self.split}'")
         if self.k < 1:

@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.pg.choices import PG_OUTPUTS
+from pgsweep.pg.choices import CAPTUM_SCORES, PG_OUTPUTS
+
+# the rank stage's columns: the class-averaged scores of pgsweep.analyses.ranking.SCORES
+RANK_SCORES = ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor", "taylor_abs", "taylor_signed",
+               "grad_x_activation", "grad_x_activation_l2", "integrated_pg", *CAPTUM_SCORES)
+DEFAULT_RANK_SCORES = ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor")
 
 OPTIMIZE_CHOICES = ("auto", "true", "false")
 

@@ -4,7 +4,9 @@ Class-averaged PG per filter: average each image's own-class PG over the images 
 class, then collapse each filter's map with a norm (the thesis: L2). Beside it, the
 scores the knockout compares against: the same average for the logit and for the loss
 gradient (thesis 3.2.1), the mean activation magnitude, and activation x loss gradient
-(first-order Taylor, Molchanov et al. 2017).
+(first-order Taylor, Molchanov et al. 2017), absolute and signed. On request, the
+per-image scores of pgsweep.pg.scores (gradient x activation, integrated PG, Captum's
+layer attributions), each image scored for its own class and averaged over the class.
 
 Everything streams: images go through in chunks and only per-class running sums are
 kept, so memory does not grow with the number of images.
@@ -21,19 +23,32 @@ import torch
 from torch import nn
 
 from pgsweep.analyses.units import Units, find_units
-from pgsweep.errors import QueryError
+from pgsweep.errors import ConfigError, QueryError
 from pgsweep.pg.engine import image_class_gradients
 from pgsweep.pg.reductions import NORMS, filter_scores
+from pgsweep.pg.scores import SCORES as UNIT_SCORES
+from pgsweep.pg.scores import check_score_layer, unit_scores
+from pgsweep.analyses.choices import DEFAULT_RANK_SCORES, RANK_SCORES
 
-# score name -> what it is; the pg_* and loss_gradient scores average first, then take the norm
+# score name -> what it is; the pg_* and loss_gradient scores average first, then take the norm;
+# every other score is the mean over the class's images of each image's own-class score
 SCORES = {
     "pg_softmax": "class-averaged PG of the softmax output, filter norm",
     "pg_logit": "class-averaged PG of the logit, filter norm",
     "loss_gradient": "class-averaged d L / d a (cross-entropy), filter norm",
     "activation": "mean over the class's images of the activation's filter norm",
-    "taylor": "mean over the class's images of |mean over positions of a * dL/da|",
+    "taylor": "the same as taylor_abs (its older name)",
+    "taylor_abs": "mean over the class's images of |mean over positions of a * dL/da|",
+    "taylor_signed": "mean over the class's images of -mean over positions of a * dL/da "
+                     "(the first-order rise in loss when the map is zeroed, per position)",
+    **{name: f"mean over the class's images of the {UNIT_SCORES[name]}, for the analysis output"
+       for name in ("grad_x_activation", "grad_x_activation_l2", "integrated_pg",
+                    "conductance", "deeplift", "gradcam", "ablation")},
 }
+assert tuple(SCORES) == RANK_SCORES
 _GRADIENT_SCORES = {"pg_softmax": "softmax", "pg_logit": "logit", "loss_gradient": "loss"}
+_TAYLOR_SCORES = ("taylor", "taylor_abs", "taylor_signed")
+_PER_IMAGE_SCORES = tuple(s for s in SCORES if s in UNIT_SCORES)  # computed by pgsweep.pg.scores
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,11 +95,18 @@ def class_scores(
     layers: Sequence[str],
     norm: str = "l2",
     image_chunk: int = 128,
-    scores: Sequence[str] = tuple(SCORES),
+    scores: Sequence[str] = DEFAULT_RANK_SCORES,
+    output: str = "softmax",
+    baseline: str | torch.Tensor = "zeros",
+    train_mean: torch.Tensor | None = None,
+    path_steps: int = 32,
 ) -> ClassScores:
     """Score every unit of `layers` for every class, streaming `images` in chunks.
 
     images: (N, *input) with labels (N,) in 0..K-1, K = len(class_names).
+    output: the y of the per-image scores (grad_x_activation ... ablation); the pg_* name theirs.
+    baseline, train_mean, path_steps: the path of integrated_pg, conductance and deeplift
+    (see pgsweep.pg.scores.unit_scores).
     Memory: one chunk's activations and gradients plus (K, *activation) sums per layer.
     """
     if norm not in NORMS:
@@ -99,32 +121,50 @@ def class_scores(
     num_classes = len(class_names)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     units = find_units(network, layers, images[:1])
+    for score in scores:
+        if score in _PER_IMAGE_SCORES:
+            for layer, ndim in zip(units.layers, units.ndims):
+                check_score_layer(score, layer, ndim)
     outputs = [o for s, o in _GRADIENT_SCORES.items() if s in scores]
-    if "taylor" in scores and "loss" not in outputs:
+    if any(s in scores for s in _TAYLOR_SCORES) and "loss" not in outputs:
         outputs.append("loss")
     counts = torch.zeros(num_classes, dtype=torch.float64)
     gradient_sums: dict[str, dict[str, torch.Tensor]] = {o: {} for o in outputs}
-    unit_sums = {s: {} for s in ("activation", "taylor") if s in scores}
+    unit_sums = {s: {} for s in ("activation", *_TAYLOR_SCORES, *_PER_IMAGE_SCORES) if s in scores}
     for start in range(0, len(images), image_chunk):
         x, y = images[start : start + image_chunk], labels[start : start + image_chunk]
         got = image_class_gradients(network, x, units.layers, y, outputs or ["logit"])
         y = y.to(got.logits.device)
         counts += torch.bincount(y.cpu(), minlength=num_classes).double()
-        for output in outputs:
+        for gradient_of in outputs:
             for layer in units.layers:
                 # a chunk sums in float32; the running total over chunks is float64
-                total = _class_sum(got.gradients[output][layer], y, num_classes).double()
-                sums = gradient_sums[output]
+                total = _class_sum(got.gradients[gradient_of][layer], y, num_classes).double()
+                sums = gradient_sums[gradient_of]
                 sums[layer] = total if layer not in sums else sums[layer] + total
         for layer, ndim in zip(units.layers, units.ndims):
             a = got.activations[layer]  # (B, F, H, W) or (B, U)
             per_image = {}
             if "activation" in unit_sums:
                 per_image["activation"] = filter_scores(a, ndim, norm)  # (B, F)
-            if "taylor" in unit_sums:
+            if any(s in unit_sums for s in _TAYLOR_SCORES):
                 product = a * got.gradients["loss"][layer]
-                per_image["taylor"] = product.flatten(2).mean(2).abs() if ndim == 3 else product.abs()
+                term = product.flatten(2).mean(2) if ndim == 3 else product  # (B, F)
+                for name in ("taylor", "taylor_abs"):
+                    if name in unit_sums:
+                        per_image[name] = term.abs()
+                if "taylor_signed" in unit_sums:
+                    per_image["taylor_signed"] = -term  # zeroing a map changes the loss by about -a * dL/da
             for score, values in per_image.items():
+                total = _class_sum(values, y, num_classes).double()
+                sums = unit_sums[score]
+                sums[layer] = total if layer not in sums else sums[layer] + total
+        for score in _PER_IMAGE_SCORES:
+            if score not in unit_sums:
+                continue
+            per_layer = unit_scores(network, x, units.layers, score, classes=y, output=output, norm=norm,
+                                    baseline=baseline, train_mean=train_mean, path_steps=path_steps)
+            for layer, values in per_layer.items():  # (B, F)
                 total = _class_sum(values, y, num_classes).double()
                 sums = unit_sums[score]
                 sums[layer] = total if layer not in sums else sums[layer] + total
@@ -146,6 +186,17 @@ def class_scores(
             parts = [per_class_mean(unit_sums[score][layer]) for layer in units.layers]
         result[score] = torch.cat(parts, dim=1).cpu().numpy()  # (K, U)
     return ClassScores(result, counts.numpy().astype(np.int64), units, tuple(class_names), norm)
+
+
+def check_rank_scores(scores: Sequence[str], units: Units) -> None:
+    """ConfigError naming analysis.rank.scores when a score cannot be computed on one of the layers."""
+    for score in scores:
+        if score in _PER_IMAGE_SCORES:
+            for layer, ndim in zip(units.layers, units.ndims):
+                try:
+                    check_score_layer(score, layer, ndim)
+                except QueryError as error:
+                    raise ConfigError(f"analysis.rank.scores: {error}") from None
 
 
 def strongest_weakest(scores: np.ndarray, units: Units, class_names: Sequence[str], k: int) -> pd.DataFrame:

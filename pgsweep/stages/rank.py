@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from pgsweep import plots
-from pgsweep.analyses.ranking import ClassScores, class_scores, strongest_weakest, thesis_table_markdown
+from pgsweep.analyses.ranking import (
+    ClassScores, check_rank_scores, class_scores, strongest_weakest, thesis_table_markdown,
+)
 from pgsweep.stages.common import (
     AnalysisSettings, analysis_units, images_of, network_for_checks, require_images,
 )
@@ -38,6 +40,7 @@ def check(ctx) -> None:
     units = analysis_units(ctx, settings)
     if settings.rank.k > units.total:
         raise ConfigError(f"analysis.rank.k={settings.rank.k} is larger than the {units.total} filters of {', '.join(units.layers)}")
+    check_rank_scores(settings.rank.scores, units)
     if settings.rank.fc_units:
         _fc_layers(ctx)
     require_images(ctx, list(range(len(ctx.images.class_names))), "analysis.rank", settings.rank.split)
@@ -62,8 +65,10 @@ def scores_for(ctx, settings: AnalysisSettings) -> ClassScores:
         return report.scores
     units = analysis_units(ctx, settings, ctx.model.network)
     images, labels, _ = images_of(ctx, settings.rank.split)
-    return class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers,
-                        settings.query.norm, settings.query.image_chunk)
+    q = settings.query
+    train_mean = images_of(ctx, "train")[0].mean(0) if q.baseline == "mean" else None
+    return class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers, q.norm,
+                        q.image_chunk, settings.rank.scores, q.output, q.baseline, train_mean, q.path_steps)
 
 
 def _log_ranking(tracker, scores: ClassScores, output: str, k: int, prefix: str) -> pd.DataFrame:
@@ -81,7 +86,8 @@ def _log_ranking(tracker, scores: ClassScores, output: str, k: int, prefix: str)
         text.append(f"\n## PG of the {o}{' (used for the knockout ordering)' if o == output else ''}\n\n")
         text.append(thesis_table_markdown(tops[o], scores.units.layers))
     tracker.log_text("".join(text), f"rank/{prefix}thesis_table.md")
-    figure = plots.ranking_heatmap(table, ("pg_softmax", "pg_logit", "loss_gradient", "activation"))
+    shown = [s for s in ("pg_softmax", "pg_logit", "loss_gradient", "activation") if s in table]
+    figure = plots.ranking_heatmap(table, tuple(shown))
     tracker.log_figure(figure, f"rank/{prefix}heatmap.png")
     return tops[output]
 

@@ -1,0 +1,321 @@
+"""Per-filter scores beside PG: gradient x activation, integrated PG, and Captum's layer attributions.
+
+`unit_scores` answers, for a model, images and layers, one score per (class, image, filter):
+
+    classes="all":        {layer: (T, B, F)}  T = every class of the model, in class order
+    classes=(B,) tensor:  {layer: (B, F)}     each image's own chosen class only
+
+F is a conv layer's filters (activation (F, H, W)) or an FC layer's units (activation (U,)).
+Each score's reduction over a filter's map, with a = the activation, g = d y_t / d a (PG),
+y = softmax probability or logit of class t (`output`):
+
+    pg                    ||g||_norm over the map (the thesis's filter score, per image)
+    grad_x_activation     sum over the map of a * g, signed: the first-order drop in y when
+                          the map is zeroed (Captum's LayerGradientXActivation summed)
+    grad_x_activation_l2  ||a * g||_2 over the map
+    integrated_pg         ||int_0^1 g(baseline + s (x - baseline)) ds||_norm over the map:
+                          PG integrated along the straight path (Captum's InternalInfluence)
+    conductance           sum over the map of Captum's LayerConductance (signed)
+    deeplift              sum over the map of Captum's LayerDeepLift, always of the logit
+                          (its softmax rule depends on the other images in the batch)
+    gradcam               mean over the map of Captum's LayerGradCam without the sum over
+                          filters: Grad-CAM's per-map weight (mean g over the map) x mean a
+    ablation              Captum's LayerFeatureAblation with one group per filter, zeroing it:
+                          y - y(filter zeroed), exact (one forward per filter)
+
+pg, grad_x_activation(_l2) and integrated_pg come from pgsweep's engine (every class from
+one forward and one backward per class; integrated_pg: one such pass per path step). The
+Captum methods get every class in one call per image chunk: the chunk repeated once per
+class, with the target expanded over the copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgsweep.errors import QueryError
+from pgsweep.pg.engine import INPUT, image_class_gradients, prediction_gradients
+from pgsweep.pg.reductions import filter_scores
+from pgsweep.pg.choices import CAPTUM_SCORES, ENGINE_SCORES, PATH_BASELINES, PG_OUTPUTS
+
+SCORES = {
+    "pg": "norm over the map of PG (d y / d a)",
+    "grad_x_activation": "sum over the map of activation x PG, signed",
+    "grad_x_activation_l2": "L2 over the map of activation x PG",
+    "integrated_pg": "norm over the map of PG integrated along the path from the baseline (InternalInfluence)",
+    "conductance": "sum over the map of Captum's LayerConductance",
+    "deeplift": "sum over the map of Captum's LayerDeepLift of the logit",
+    "gradcam": "mean over the map of Captum's LayerGradCam per filter (per-map weight x mean activation)",
+    "ablation": "drop in y when the filter is zeroed (Captum's LayerFeatureAblation)",
+}
+assert tuple(SCORES) == ENGINE_SCORES + CAPTUM_SCORES
+PATH_SCORES = ("integrated_pg", "conductance", "deeplift")  # the ones that use a baseline
+CONDUCTANCE_POINTS = 4  # path points per internal pass of LayerConductance
+BLUR_SIGMA = 5.0  # pixels: the "blur" baseline keeps coarse shading and removes edges
+
+
+# ---------------------------------------------------------------- checks
+
+def check_score_layer(score: str, layer: str, activation_ndim: int) -> None:
+    """One-line QueryError when `score` cannot be computed on `layer` (activation_ndim: 3 conv, 1 FC)."""
+    if score not in SCORES:
+        raise QueryError(f"unknown score '{score}'; choose from {', '.join(SCORES)}")
+    if score in CAPTUM_SCORES and layer == INPUT:
+        raise QueryError(f"score '{score}' hooks a module; '{INPUT}' is not one: pick a layer")
+    if score == "gradcam" and activation_ndim != 3:
+        raise QueryError(f"score 'gradcam' needs a conv map (filters, rows, cols); layer '{layer}' has units only")
+
+
+def path_baseline(kind: str | torch.Tensor, images: torch.Tensor, train_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The baseline image of each image, (B, *input): zeros, the training mean image, a blurred copy,
+    or a given tensor shaped like one image (*input) or like `images` (B, *input)."""
+    if isinstance(kind, torch.Tensor):
+        if kind.shape == images.shape:
+            return kind.to(images)
+        if kind.shape == images.shape[1:]:
+            return kind.to(images).expand_as(images)
+        raise QueryError(f"baseline shaped {tuple(kind.shape)} does not match the images {tuple(images.shape[1:])}")
+    if kind == "zeros":
+        return torch.zeros_like(images)
+    if kind == "mean":
+        if train_mean is None:
+            raise QueryError("baseline 'mean' needs the training mean image")
+        return path_baseline(train_mean, images)
+    if kind == "blur":
+        return gaussian_blur(images, BLUR_SIGMA)
+    raise QueryError(f"unknown baseline '{kind}'; choose from {', '.join(PATH_BASELINES)}")
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) -> the same, each channel blurred with a Gaussian (reflected borders)."""
+    if images.dim() != 4:
+        raise QueryError("the blur baseline needs images shaped (batch, channels, rows, cols)")
+    radius = min(int(3 * sigma), (min(images.shape[-2:]) - 1) // 2)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+
+
+# ---------------------------------------------------------------- the scores
+
+def _reduce_product(score: str, a: torch.Tensor, g: torch.Tensor, ndim: int) -> torch.Tensor:
+    """a (B, F, ...) and g (..., B, F, ...) -> a * g over each map: signed sum, or L2: (..., B, F)."""
+    if ndim == 1:
+        return a * g if score == "grad_x_activation" else (a * g).abs()
+    a, g = a.flatten(-ndim + 1), g.flatten(-ndim + 1)  # (B, F, P), (..., B, F, P)
+    if score == "grad_x_activation":
+        return torch.einsum("...bfp,bfp->...bf", g, a)  # a batched dot product: no (..., B, F, P) product kept
+    return torch.linalg.vector_norm(a * g, dim=-1)
+
+
+def _engine_gradients(model, images, layers, classes, output):
+    """({layer: g}, {layer: a}): g (T, B, ...) for all classes or (B, ...) for own classes; a (B, ...)."""
+    if classes is None:
+        got = prediction_gradients(model, images, layers, "all", output)
+        return got.gradients, got.activations
+    got = image_class_gradients(model, images, layers, classes, [output])
+    return got.gradients[output], got.activations
+
+
+def _gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
+    """(step sizes, alphas) on [0, 1]: Captum's own rule, so integrated_pg matches InternalInfluence."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    sizes, alphas = approximation_parameters("gausslegendre")
+    return list(sizes(steps)), list(alphas(steps))
+
+
+def _engine_scores(model, images, layers, score, classes, output, norm, baseline, path_steps, path_batch):
+    if score != "integrated_pg":
+        gradients, activations = _engine_gradients(model, images, layers, classes, output)
+        out = {}
+        for layer in layers:
+            a, g = activations[layer], gradients[layer]
+            ndim = a.dim() - 1
+            out[layer] = filter_scores(g, ndim, norm) if score == "pg" else _reduce_product(score, a, g, ndim)
+        return out
+    # one all-class (or own-class) pass of the engine per few path points, weighted by step size:
+    # fewer passes mean fewer backward calls (benchmarks/bench_scores.py times one point per pass)
+    sizes, alphas = _gauss_legendre(path_steps)
+    batch = images.shape[0]
+    per_pass = max(1, path_batch // batch)
+    integral: dict[str, torch.Tensor] = {}
+    for first in range(0, path_steps, per_pass):
+        group = alphas[first : first + per_pass]
+        weights = torch.tensor(sizes[first : first + per_pass], dtype=images.dtype, device=images.device)
+        scaled = torch.cat([baseline + alpha * (images - baseline) for alpha in group])  # (k * B, *input)
+        own = None if classes is None else classes.repeat(len(group))
+        gradients, _ = _engine_gradients(model, scaled, layers, own, output)
+        for layer in layers:
+            g = gradients[layer]
+            if classes is None:  # (T, k * B, ...) -> (T, B, ...)
+                g = g.view(g.shape[0], len(group), batch, -1)
+                part = torch.einsum("tkbd,k->tbd", g, weights).view(g.shape[0], batch, *gradients[layer].shape[2:])
+            else:  # (k * B, ...) -> (B, ...)
+                part = torch.einsum("kbd,k->bd", g.view(len(group), batch, -1), weights).view(batch, *g.shape[1:])
+            integral[layer] = part if layer not in integral else integral[layer].add_(part)
+    ndim = {layer: integral[layer].dim() - (1 if classes is not None else 2) for layer in layers}
+    return {layer: filter_scores(integral[layer], ndim[layer], norm) for layer in layers}
+
+
+def _check_captum_layers(model: nn.Module, layers: list[str], score: str, example: torch.Tensor) -> None:
+    modules = dict(model.named_modules())
+    for layer in layers:
+        if layer == INPUT:
+            check_score_layer(score, layer, 0)
+        if layer not in modules or layer == "":
+            raise QueryError(f"unknown layer '{layer}'; valid layers: {', '.join(m for m in modules if m)}")
+    shapes = _activation_shapes(model, {layer: modules[layer] for layer in layers}, example)
+    for layer in layers:
+        check_score_layer(score, layer, len(shapes[layer]))
+
+
+class SoftmaxOutput(nn.Module):
+    """The network with softmax on its logits: Captum's forward for output="softmax"."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.network(x), dim=1)
+
+
+def _captum_layer(score, model, forward, module, images, baseline, targets, path_steps):
+    """One Captum call on images (N, *input) with targets (N,): attributions (N, *activation)."""
+    from captum.attr import LayerConductance, LayerDeepLift, LayerFeatureAblation, LayerGradCam
+
+    if score == "conductance":
+        # a few path points per internal pass bounds memory to a few times one forward's
+        points = images.shape[0] * CONDUCTANCE_POINTS
+        return LayerConductance(forward, module).attribute(
+            images, baseline, target=targets, n_steps=path_steps, internal_batch_size=points,
+        )
+    if score == "deeplift":
+        return LayerDeepLift(model, module).attribute(images, baseline, target=targets)
+    if score == "gradcam":
+        return LayerGradCam(forward, module).attribute(images, target=targets, attr_dim_summation=False)
+    shape = _activation_shapes(model, {"layer": module}, images[:1])["layer"]
+    groups = torch.arange(shape[0], device=images.device).view(1, shape[0], *[1] * (len(shape) - 1))
+    return LayerFeatureAblation(forward, module).attribute(
+        images, layer_baselines=0.0, target=targets, layer_mask=groups,  # one group per filter (or unit)
+    )
+
+
+def _activation_shapes(model: nn.Module, modules: dict[str, nn.Module], example: torch.Tensor) -> dict[str, tuple]:
+    """{name: activation shape without the batch dim}, from one forward of one image."""
+    seen: dict[str, tuple] = {}
+
+    def hook(name):
+        def keep(module, inputs, output):
+            seen[name] = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+        return keep
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in modules if not seen.get(name)]
+    if missing:
+        raise QueryError(f"layer '{missing[0]}' gives no tensor activation in forward; pick another layer")
+    return seen
+
+
+def _captum_scores(model, images, layers, score, classes, output, baseline, path_steps):
+    modules = dict(model.named_modules())
+    # deeplift's softmax rule mixes the images of a batch, so it always explains the logit
+    forward = SoftmaxOutput(model) if output == "softmax" and score != "deeplift" else model
+    if classes is None:
+        # every class in one call: the images repeated per class, target t on the t-th copy
+        with torch.no_grad():
+            num_classes = model(images[:1]).shape[1]
+        batch = images.shape[0]
+        inputs = images.repeat(num_classes, *[1] * (images.dim() - 1))  # (T * B, *input)
+        starts = None if baseline is None else baseline.repeat(num_classes, *[1] * (images.dim() - 1))
+        targets = torch.arange(num_classes, device=images.device).repeat_interleave(batch)
+    else:
+        inputs, starts, targets = images, baseline, classes.to(images.device)
+    out = {}
+    for layer in layers:
+        attribution = _captum_layer(score, model, forward, modules[layer], inputs, starts, targets, path_steps)
+        ndim = attribution.dim() - 1
+        values = attribution if ndim == 1 else (
+            attribution.flatten(2).sum(-1) if score in ("conductance", "deeplift") else attribution.flatten(2).mean(-1)
+        )
+        out[layer] = values.view(num_classes, batch, -1) if classes is None else values
+    return out
+
+
+def unit_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: Sequence[str],
+    score: str,
+    classes: torch.Tensor | None = None,
+    output: str = "softmax",
+    norm: str = "l2",
+    baseline: str | torch.Tensor = "zeros",
+    train_mean: torch.Tensor | None = None,
+    path_steps: int = 32,
+    image_chunk: int | None = None,
+    path_batch: int = 256,
+) -> dict[str, torch.Tensor]:
+    """`score` of every filter of `layers`: {layer: (T, B, F)} for every class, or {layer: (B, F)}
+    for each image's own class when `classes` (B,) is given. See the module docstring for each
+    score's reduction over the map; the model is queried in eval mode (its mode is restored).
+
+    baseline: zeros | mean (needs `train_mean`, one image) | blur | a tensor (*input) or (B, *input);
+    used by integrated_pg, conductance and deeplift, with `path_steps` points on the path.
+    norm: the map norm of pg and integrated_pg (l2, l1, max).
+    image_chunk: images per pass, to bound memory; path_batch: integrated_pg's images per engine
+    pass, path points of one chunk stacked (the chunk alone when it is larger).
+    """
+    if score not in SCORES:
+        raise QueryError(f"unknown score '{score}'; choose from {', '.join(SCORES)}")
+    if output not in PG_OUTPUTS:
+        raise QueryError(f"output must be one of {', '.join(PG_OUTPUTS)}, got '{output}'")
+    if path_steps < 1:
+        raise QueryError(f"path_steps must be >= 1, got {path_steps}")
+    if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] == 0:
+        raise QueryError("images must be a tensor shaped (batch, ...) with at least one image")
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        images = images.to(device=parameter.device, dtype=parameter.dtype)
+    if classes is not None:
+        classes = torch.as_tensor(classes, dtype=torch.int64)
+        if classes.shape != (images.shape[0],):
+            raise QueryError(f"need one class per image: {tuple(classes.shape)} classes for {images.shape[0]} images")
+    starts = path_baseline(baseline, images, train_mean) if score in PATH_SCORES else None
+    was_training = model.training
+    model.eval()
+    try:
+        step = image_chunk or images.shape[0]
+        parts: list[dict[str, torch.Tensor]] = []
+        for begin in range(0, images.shape[0], step):
+            rows = slice(begin, begin + step)
+            x = images[rows]
+            start = None if starts is None else starts[rows]
+            own = None if classes is None else classes[rows]
+            if score in ENGINE_SCORES:
+                got = _engine_scores(model, x, layers, score, own, output, norm, start, path_steps, path_batch)
+            else:
+                if begin == 0:
+                    _check_captum_layers(model, layers, score, x[:1])
+                got = _captum_scores(model, x, layers, score, own, output, start, path_steps)
+            parts.append({layer: value.detach() for layer, value in got.items()})
+    finally:
+        model.train(was_training)
+    batch_dim = 1 if classes is None else 0
+    return {layer: torch.cat([p[layer] for p in parts], dim=batch_dim) for layer in layers}
