@@ -7,8 +7,9 @@ error wherever it is. No Hydra here: sections arrive as plain mappings.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from pgsweep.errors import ConfigError
 
@@ -19,6 +20,16 @@ def section(resolved: Mapping, name: str) -> Mapping:
     if not isinstance(value, Mapping):
         raise ConfigError(f"config section '{name}' is missing or not a mapping")
     return value
+
+
+def _example(hint: object) -> object:
+    """A value of annotated type `hint` for _convert to convert like (int, float, str, bool,
+    tuple[X, ...])."""
+    if typing.get_origin(hint) is tuple:
+        return (_example(typing.get_args(hint)[0]),)
+    if hint in (bool, int, float, str):
+        return hint()
+    raise TypeError(f"no config conversion for a field of type {hint}")
 
 
 def _convert(value: object, default: object) -> object:
@@ -51,15 +62,20 @@ def build(kind: type, values: Mapping, prefix: str, **fixed: object):
 
     Fields given in `fixed` come from elsewhere (the data, the seed) and are not config
     keys. A field whose default is None is optional text; every other field must be
-    set and must convert to its default's type. `kind.validate()` runs when it exists.
+    set and must convert to its default's type. A field without a default (its default
+    lives in the YAML alone) is required and converts to its annotated type.
+    `kind.validate()` runs when it exists.
     """
     known = {f.name: f for f in fields(kind) if f.name not in fixed}
+    hints = typing.get_type_hints(kind)
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown config key {prefix}.{unknown[0]}; valid keys: {', '.join(known)}")
     converted: dict[str, object] = dict(fixed)
     for name, value in values.items():
         default = known[name].default
+        if default is MISSING:
+            default = _example(hints[name])
         try:
             if value is None or value == "???":
                 if default is not None:  # only optional keys may be left unset
@@ -73,6 +89,10 @@ def build(kind: type, values: Mapping, prefix: str, **fixed: object):
                 element = type(default[0]).__name__ if default else "int"
                 expected = f"a list of {element}"
             raise ConfigError(f"{prefix}.{name} must be {expected}, got {value!r}") from None
+    missing = [name for name, f in known.items() if name not in converted and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise ConfigError(f"{prefix}.{missing[0]} is required")
     result = kind(**converted)
     validate = getattr(result, "validate", None)
     if callable(validate):

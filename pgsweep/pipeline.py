@@ -63,7 +63,7 @@ STAGES: dict[str, Stage] = {
     "knockout": Stage("pgsweep.stages.knockout", section="analysis", config=_ANALYSIS_CONFIG),
     "diagrams": Stage("pgsweep.stages.diagrams", section="analysis", config=_ANALYSIS_CONFIG),
     "features": Stage("pgsweep.stages.features", section="analysis", config=_ANALYSIS_CONFIG),
-    "prune": Stage("pgsweep.stages.prune", section="prune", config="pgsweep.prune.schedule:read_prune_config"),
+    "prune": Stage("pgsweep.stages.prune", section="prune", config="pgsweep.settings:read_prune_config"),
 }
 
 

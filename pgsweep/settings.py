@@ -22,6 +22,8 @@ from pgsweep.analyses.choices import DEFAULT_RANK_SCORES, RANK_SCORES  # noqa: F
 from pgsweep.pg.choices import (  # noqa: F401  (the stages' names)
     CAPTUM_SCORES, ENGINE_SCORES, FILTER_NORMS, PATH_BASELINES, PG_OUTPUTS,
 )
+from pgsweep.prune import schedule
+from pgsweep.prune.schedule import CRITERIA, MODES, SCORE_SPLITS
 
 
 
@@ -364,3 +366,75 @@ class RaySettings:
             raise ConfigError(f"ray.max_in_flight must be >= 0, got {self.max_in_flight}")
         if self.scheduling not in ("DEFAULT", "SPREAD"):
             raise ConfigError(f"ray.scheduling must be DEFAULT or SPREAD, got '{self.scheduling}'")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """conf/prune: which criteria, the schedule, the fine-tuning, what is measured.
+
+    No defaults here: conf/prune/default.yaml is the one place they are written."""
+
+    criteria: tuple[str, ...]
+    seeds: tuple[int, ...]      # each criterion runs once per seed (fine-tuning order; random's draw)
+    step_fraction: float        # filters removed per step, as a fraction of each layer's width
+    final_fraction: float       # ... until this fraction is removed
+    mode: str                   # iterative: re-score the fine-tuned network before each step;
+                                # one_shot: rank once, prune each fraction from the trained network
+    finetune_epochs: int        # SGD epochs on the training images after each step (0: none)
+    layers: tuple[str, ...]     # activation maps whose filters may go; conv: every conv map
+    score_split: str            # images the data-driven criteria are computed on
+    norm: str                   # a filter's score from its map (the PG and loss-gradient criteria)
+    image_chunk: int            # images per scoring pass (memory only)
+    latency_batch: int          # images per timed forward pass
+    latency_repeats: int        # interleaved rounds timing every network once; the median is logged
+    output_dir: str             # finished tasks, one folder per (model, settings): resumable
+    progress_bar: str
+
+    def validate(self) -> None:
+        if not self.criteria:
+            raise ConfigError(f"prune.criteria must name at least one of {', '.join(CRITERIA)}")
+        unknown = [c for c in self.criteria if c not in CRITERIA]
+        if unknown:
+            raise ConfigError(f"prune.criteria: unknown criterion '{unknown[0]}'; choose from {', '.join(CRITERIA)}")
+        if len(set(self.criteria)) != len(self.criteria):
+            raise ConfigError(f"prune.criteria lists a criterion twice: {list(self.criteria)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"prune.seeds must be distinct integers, at least one, got {list(self.seeds)}")
+        for name in ("step_fraction", "final_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value < 1):
+                raise ConfigError(f"prune.{name} must be in [0, 1), got {value}")
+        if self.final_fraction == 0:
+            raise ConfigError("prune.final_fraction=0 removes no filter: give a fraction in (0, 1)")
+        if not 0 < self.step_fraction <= self.final_fraction:
+            raise ConfigError(f"prune.step_fraction must be > 0 and <= final_fraction={self.final_fraction}, "
+                              f"got {self.step_fraction}")
+        if self.mode not in MODES:
+            raise ConfigError(f"prune.mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"prune.finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"prune.layers must name distinct layers (conv: every conv map), got {list(self.layers)}")
+        if self.score_split not in SCORE_SPLITS:
+            raise ConfigError(f"prune.score_split must be one of {', '.join(SCORE_SPLITS)}, got '{self.score_split}'")
+        if self.norm not in FILTER_NORMS:
+            raise ConfigError(f"prune.norm must be one of {', '.join(FILTER_NORMS)}, got '{self.norm}'")
+        for name in ("image_chunk", "latency_batch", "latency_repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"prune.{name} must be >= 1, got {getattr(self, name)}")
+        check_progress_bar(self.progress_bar, "prune.progress_bar")
+
+    def fractions(self) -> tuple[float, ...]:
+        """The fraction of each layer removed after each step: step_fraction, 2 x, ... up to final_fraction."""
+        return schedule.fractions(self.step_fraction, self.final_fraction)
+
+    def show_progress_bar(self) -> bool:
+        return show_progress_bar(self.progress_bar, sys.stderr)
+
+
+def read_prune_config(values: Mapping) -> PruneSettings:
+    return build(PruneSettings, values, "prune")
+
+
+def read_prune_config(values: Mapping) -> PruneSettings:
+    return build(PruneSettings, values, "prune")

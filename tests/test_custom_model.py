@@ -434,11 +434,11 @@ def test_prune_layers_tied_by_a_residual_connection():
     """The stem's maps and layer1's block output are added together (an identity shortcut):
     Torch-Pruning removes their filters together, so `conv` keeps the first and naming both fails."""
     from pgsweep.errors import ConfigError
-    from pgsweep.prune.schedule import PruneSettings
+    from pgsweep.testing.config import prune_settings
     from pgsweep.stages.prune import prune_layers
 
     net, example = TinyResNet(num_classes=3, width=4).eval(), torch.rand(1, 3, 16, 16)
-    assert prune_layers(net, PruneSettings(), example) == {"act": 4, "layer1.0.act1": 4, "layer2.0.act1": 8,
+    assert prune_layers(net, prune_settings(), example) == {"act": 4, "layer1.0.act1": 4, "layer2.0.act1": 8,
                                                           "layer2.0.act2": 8}
     with pytest.raises(ConfigError, match="layer1.0.act2 and act share their channels"):
-        prune_layers(net, PruneSettings(layers=("act", "layer1.0.act2")), example)
+        prune_layers(net, prune_settings(layers=("act", "layer1.0.act2")), example)

@@ -28,7 +28,8 @@ from pgsweep.models.spec import ConvNetSpec
 from pgsweep.pipeline import run_pipeline
 from pgsweep.prune.criteria import filter_scores, lowest, normalize_classes
 from pgsweep.stages.prune_job import PruneJob, PruneTask, read_model
-from pgsweep.prune.schedule import PruneSettings, removal_counts
+from pgsweep.prune.schedule import removal_counts
+from pgsweep.testing.config import prune_settings
 from pgsweep.models.pruning import PruningRecord, remove_filters, replay
 from pgsweep.settings import TrainSettings
 from pgsweep.testing.models import KNOCKOUT_WEIGHTS, knockout_images
@@ -126,7 +127,7 @@ def test_the_job_removes_a_useless_filter_of_the_thesis_convnet_first_by_every_s
         net.conv3.weight[:, 4] = 0
     images, labels = _images()
     model = TrainedModel(net, ("a", "b", "c", "d"))
-    settings = PruneSettings(criteria=SENSIBLE, seeds=(0,), step_fraction=0.1, final_fraction=0.1,
+    settings = prune_settings(criteria=SENSIBLE, seeds=(0,), step_fraction=0.1, final_fraction=0.1,
                              finetune_epochs=0, layers=("act2",), latency_repeats=1)
     tasks = tuple(PruneTask(i, c, 0) for i, c in enumerate(SENSIBLE))
     job = PruneJob(model, ("act2",), images, labels, images, labels, images, labels,
@@ -148,7 +149,7 @@ def test_both_modes_remove_the_lowest_weights_by_magnitude(mode):
     net = _random_net()
     images, labels = _images()
     l1 = net.conv3.weight.detach().abs().sum((1, 2, 3)).numpy()
-    settings = PruneSettings(criteria=("magnitude",), seeds=(0,), step_fraction=0.2, final_fraction=0.4,
+    settings = prune_settings(criteria=("magnitude",), seeds=(0,), step_fraction=0.2, final_fraction=0.4,
                              mode=mode, finetune_epochs=0, layers=("act3",), latency_repeats=1)
     job = PruneJob(TrainedModel(net, ("a", "b", "c", "d")), ("act3",), images, labels, images, labels, images,
                    labels, tuple(f"image{i}" for i in range(len(images))), settings, TrainSettings(),
@@ -170,7 +171,7 @@ def test_pruning_a_pruned_model_extends_its_record():
     first = PruningRecord(tuple(images[:1].shape)).then({"conv3": [0, 1]})
     remove_filters(net, first.steps[0], images[:1])
     model = TrainedModel(net, ("a", "b", "c", "d"), {}, pruning=first.to_dict())
-    settings = PruneSettings(criteria=("random",), seeds=(0,), step_fraction=0.25, final_fraction=0.25,
+    settings = prune_settings(criteria=("random",), seeds=(0,), step_fraction=0.25, final_fraction=0.25,
                              finetune_epochs=0, layers=("act3",), latency_repeats=1)
     job = PruneJob(model, ("act3",), images, labels, images, labels, images, labels,
                    tuple(f"image{i}" for i in range(len(images))), settings, TrainSettings(),
@@ -255,9 +256,9 @@ def test_a_pruned_model_file_stores_the_base_spec_and_replays_its_record(tmp_pat
 
 
 def test_the_schedule_counts_filters_per_layer():
-    settings = PruneSettings(step_fraction=0.1, final_fraction=0.5)
+    settings = prune_settings(step_fraction=0.1, final_fraction=0.5)
     assert settings.fractions() == (0.1, 0.2, 0.3, 0.4, 0.5)
-    assert PruneSettings(step_fraction=0.3, final_fraction=0.5).fractions() == (0.3, 0.5)
+    assert prune_settings(step_fraction=0.3, final_fraction=0.5).fractions() == (0.3, 0.5)
     counts = removal_counts({"act1": 5, "act2": 8, "act3": 10}, settings.fractions())
     assert [c["act1"] for c in counts] == [1, 1, 2, 2, 3]  # half up: 0.5 -> 1, 1.5 -> 2, 2.5 -> 3
     assert [c["act2"] for c in counts] == [1, 2, 2, 3, 4]
@@ -402,3 +403,20 @@ def test_the_command_answers_bad_prune_input_in_one_line_with_status_2(tmp_path,
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("pgsweep: error: prune")
     assert list(tmp_path.iterdir()) == []  # no store, no run, no outputs folder
+
+
+def test_prune_defaults_live_only_in_the_yaml():
+    """conf/prune/default.yaml is the one place a default is written: the dataclass has none,
+    and a section that leaves a key out is refused by name."""
+    import dataclasses
+
+    from pgsweep.errors import ConfigError
+    from pgsweep.settings import PruneSettings, read_prune_config
+    from pgsweep.testing.config import section_defaults
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(PruneSettings))
+    values = section_defaults("prune")
+    assert set(values) == {f.name for f in dataclasses.fields(PruneSettings)}
+    del values["seeds"]
+    with pytest.raises(ConfigError, match=r"^prune.seeds is required$"):
+        read_prune_config(values)

@@ -5,7 +5,8 @@ criterion (PG of the softmax or the logit, Taylor, the loss gradient, the activa
 the L1 weight magnitude, or random), removes the lowest-scored ones with Torch-Pruning,
 fine-tunes, and repeats on a schedule; each (criterion, seed) is one Ray task.
 
-- schedule: the checked `prune` config and the filters each step removes (no torch)
+- schedule: the criteria's names and the filters each step removes (no torch; the checked
+            `prune` config is pgsweep.settings.PruneSettings)
 - criteria: filter scores per criterion, classes combined with a documented normalization
 - surgery:  which conv makes a map, coupled convs, filter magnitudes, size and speed counts
             (the removal and its replay from a model file's record: pgsweep.models.pruning)

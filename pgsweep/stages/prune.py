@@ -29,10 +29,10 @@ from pgsweep.errors import ConfigError, ModelError, QueryError
 from pgsweep.models.checkpoint import MODEL_FILE
 from pgsweep.prune import plots
 from pgsweep.stages.prune_job import PruneJob, PruneTask, read_model
-from pgsweep.prune.schedule import PruneSettings, check_widths
+from pgsweep.prune.schedule import check_widths
 from pgsweep.prune.summary import comparisons, markdown, summarize
 from pgsweep.prune.surgery import coupled_convs, latencies, producing_conv
-from pgsweep.settings import CONV_LAYERS
+from pgsweep.settings import CONV_LAYERS, PruneSettings
 from pgsweep.sweep.runner import check_address, run_sweep
 from pgsweep.sweep.store import ShardStore
 
@@ -94,7 +94,7 @@ def check(ctx) -> None:
     """Layers that exist and are conv maps, a schedule that leaves every layer a filter, images."""
     settings: PruneSettings = ctx.stage_settings["prune"]
     widths = prune_layers(network_for_checks(ctx), settings, ctx.images.images[:1])
-    check_widths(widths, settings)
+    check_widths(widths, settings.final_fraction)
     for name, which in (("the training", "train"), ("prune.score_split's", settings.score_split), ("the test", "test")):
         if not len(split_indices(ctx, which)):
             raise ConfigError(f"prune: {name} split has no images")
@@ -108,7 +108,7 @@ def run(ctx) -> None:
     model, tracker = ctx.model, ctx.tracker
     network = model.network.eval()
     widths = prune_layers(network, settings, ctx.images.images[:1])
-    check_widths(widths, settings)
+    check_widths(widths, settings.final_fraction)
     images, labels = ctx.images.images, ctx.images.labels
     train, score, test = (split_indices(ctx, w) for w in ("train", settings.score_split, "test"))
     tasks = tuple(PruneTask(i, criterion, seed) for i, (criterion, seed) in

@@ -39,10 +39,10 @@ from pgsweep.errors import Interrupted, QueryError
 from pgsweep.stages.common import error_report
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.prune.criteria import filter_scores, lowest
-from pgsweep.prune.schedule import PruneSettings, removal_counts
+from pgsweep.prune.schedule import removal_counts
 from pgsweep.models.pruning import PruningRecord, remove_filters
 from pgsweep.prune.surgery import producing_conv, size
-from pgsweep.settings import TrainSettings
+from pgsweep.settings import PruneSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
