@@ -136,21 +136,20 @@ def run_pgsweep(folder: Path, overrides: list[str]) -> None:
 def refresh_figures(manifest: dict) -> None:
     out = GENERATED / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pgsweep-docs-") as tmp:
-        folder = Path(tmp)
-        run_pgsweep(folder, DIGITS_RUN)
-        (artifacts,) = [p for p in folder.glob("mlartifacts/*/*/artifacts") if (p / "rank").exists()]
-        written = []
-        for source, name in FIGURES.items():
-            if not (artifacts / source).exists():
-                sys.exit(f"refresh_docs: the digits run logged no {source}")
-            shutil.copyfile(artifacts / source, out / name)
-            written.append(out / name)
-        shutil.copyfile(artifacts / "prune" / "summary.md", out / "prune_summary.md")
-        summary = out / "prune_summary.md"
-        summary.write_text(provenance(figures_command()) + "\n\n" + summary.read_text())
-        written.append(summary)
+    folder = Path(tempfile.mkdtemp(prefix="pgsweep-docs-"))  # kept when anything fails, to look into
+    run_pgsweep(folder, DIGITS_RUN)
+    (artifacts,) = [p for p in folder.glob("mlartifacts/**/artifacts") if (p / "rank").is_dir()]
+    written = []
+    for source, name in FIGURES.items():
+        if not (artifacts / source).exists():
+            sys.exit(f"refresh_docs: the digits run logged no {source} (its store: {folder})")
+        shutil.copyfile(artifacts / source, out / name)
+        written.append(out / name)
+    summary = out / "prune_summary.md"
+    summary.write_text(provenance(figures_command()) + "\n\n" + (artifacts / "prune" / "summary.md").read_text())
+    written.append(summary)
     record(manifest, "figures", written, figures_command())
+    shutil.rmtree(folder)
 
 
 def figures_command() -> str:
