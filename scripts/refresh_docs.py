@@ -62,12 +62,14 @@ SOURCES = {
     "bench_engine": ["benchmarks/bench_engine.py"],
     "bench_knockout": ["benchmarks/bench_knockout.py"],
     "bench_adversarial": ["benchmarks/bench_adversarial.py"],
+    "bench_adversarial_resnet": ["benchmarks/bench_adversarial.py"],
     "thesis": [],
 }
 BENCHMARKS = {  # part -> (script arguments, quick arguments)
     "bench_engine": (["benchmarks/bench_engine.py"], ["--rounds", "3"]),
     "bench_knockout": (["benchmarks/bench_knockout.py"], ["--rounds", "2", "--orderings", "10"]),
     "bench_adversarial": (["benchmarks/bench_adversarial.py"], ["--rounds", "2"]),
+    "bench_adversarial_resnet": (["benchmarks/bench_adversarial.py", "--resnet"], ["--rounds", "2"]),
 }
 
 
@@ -114,6 +116,7 @@ def load_manifest() -> dict:
 
 
 def record(manifest: dict, part: str, files: list[Path], command: str) -> None:
+    manifest.update(load_manifest())  # what another part wrote meanwhile stays
     for name in [n for n, entry in manifest.items() if entry["part"] == part]:
         del manifest[name]
     for file in files:
@@ -157,6 +160,8 @@ def figures_command() -> str:
 
 
 def refresh_bench(manifest: dict, quick: bool) -> None:
+    # torchattacks (FGSM, a speed reference) asks for torchvision, which would replace the pinned torch
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchattacks==3.5.1"], check=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for part, (arguments, quick_arguments) in BENCHMARKS.items():
         arguments = [*arguments, *(quick_arguments if quick else [])]
