@@ -159,11 +159,13 @@ def figures_command() -> str:
     return "pgsweep " + " ".join(DIGITS_RUN)
 
 
-def refresh_bench(manifest: dict, quick: bool) -> None:
+def refresh_bench(manifest: dict, quick: bool, only: list[str] | None = None) -> None:
     # torchattacks (FGSM, a speed reference) asks for torchvision, which would replace the pinned torch
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchattacks==3.5.1"], check=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for part, (arguments, quick_arguments) in BENCHMARKS.items():
+        if only and part not in only:
+            continue
         arguments = [*arguments, *(quick_arguments if quick else [])]
         command = "python " + " ".join(arguments)
         done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=["all", "figures", "bench", "thesis"], default="all",
                         help="all: figures and bench (thesis needs a finished multirun: --parent)")
     parser.add_argument("--quick", action="store_true", help="benchmarks with few rounds")
+    parser.add_argument("--bench", nargs="+", choices=list(BENCHMARKS), help="only these benchmarks (--part bench)")
     parser.add_argument("--parent", help="the thesis multirun's parent run id (--part thesis)")
     parser.add_argument("--tracking-uri", help="the store of --parent (default: MLFLOW_TRACKING_URI, else mlflow.db)")
     parser.add_argument("--check", action="store_true", help="only check; exit 1 listing what is wrong")
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "figures"):
         refresh_figures(manifest)
     if args.part in ("all", "bench"):
-        refresh_bench(manifest, args.quick)
+        refresh_bench(manifest, args.quick, args.bench)
     if args.part == "thesis":
         refresh_thesis(manifest, args.parent, args.tracking_uri)
     return 0
