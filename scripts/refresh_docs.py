@@ -104,7 +104,9 @@ def machine() -> str:
         pass
     import torch
 
-    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} threads"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"load average {load:.1f} when it finished")
 
 
 def provenance(command: str) -> str:
