@@ -205,8 +205,7 @@ def check(parts: list[str] | None = None) -> list[str]:
     manifest = load_manifest()
     if not manifest:
         return [f"{MANIFEST.relative_to(REPO)} is missing: run scripts/refresh_docs.py"]
-    expected = {f"figures/{name}" for name in FIGURES.values()} | {"figures/prune_summary.md"}
-    expected |= {f"{part}.md" for part in BENCHMARKS} | {"thesis_summary.md"}
+    expected = included_files()
     for name in sorted(expected - set(manifest)):
         problems.append(f"docs/generated/{name} was never generated")
     for name, entry in sorted(manifest.items()):
@@ -232,6 +231,18 @@ def check(parts: list[str] | None = None) -> list[str]:
         if text[begin:end].strip() != summary.read_text().strip():
             problems.append("README.md's thesis summary differs from docs/generated/thesis_summary.md")
     return problems
+
+
+def included_files() -> set[str]:
+    """The generated files the docs show: their includes and their figures (paths under docs/generated/)."""
+    names = set()
+    for page in [README, *sorted((REPO / "docs").glob("**/*.md"))]:
+        if GENERATED in page.parents:
+            continue
+        text = page.read_text()
+        names |= set(re.findall(r'--8<-- "([^"]+)"', text))
+        names |= set(re.findall(r"generated/(figures/[\w.-]+\.png)", text))
+    return names
 
 
 def part_option(part: str) -> str:
