@@ -13,7 +13,7 @@ Model training*), else GenAI; it does not read the experiment kind tag pgsweep s
 (pgsweep.tracking.EXPERIMENT_KIND_TAG). So a new browser opens experiments in their Runs
 table, and a browser whose user picked GenAI in the switch keeps GenAI.
 
-Its own module, not in pgsweep.tracking (otherwise the only module that imports mlflow):
+Its own module, not in pgsweep.tracking (otherwise the only package that imports mlflow):
 the `mlflow` command and each server worker import this module, and pgsweep.tracking
 imports torch (about 225 MiB more in each of the server's two processes) and sets
 MLFLOW_LOGGING_LEVEL, which the server workers would inherit. This module imports only

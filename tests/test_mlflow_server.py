@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pgsweep.pipeline import STAGES, run_pipeline
-from pgsweep.tracking import TrackingSettings, tracked_run, worker_tracker
+from pgsweep.tracking import Tracker, TrackingSettings, tracked_run
 from servers import download, fresh_database, mlflow_server, rest
 from test_pipeline import _pgsweep
 
@@ -111,7 +111,9 @@ def test_ray_workers_logging_at_once_lose_nothing(server):
 
     @ray.remote(num_cpus=1)
     def log_batches(task: int, run_id: str) -> int:
-        tracker = worker_tracker(settings, run_id)
+        from mlflow.tracking import MlflowClient
+
+        tracker = Tracker(MlflowClient(tracking_uri=uri), run_id)  # each worker its own client
         for step in range(BATCHES):
             tracker.log_metrics({f"task{task}.m{k}": task * 1000 + step * 10 + k for k in range(PER_BATCH)}, step)
         return os.getpid()
@@ -153,10 +155,3 @@ def test_hydra_ray_launcher_runs_jobs_as_ray_tasks(server, tmp_path):
     children = [run for run in runs if _tags(run).get("mlflow.parentRunId") == parent["info"]["run_id"]]
     assert len(children) == 2 and all(run["info"]["status"] == "FINISHED" for run in [parent, *children])
 
-
-def test_workers_never_write_a_local_sqlite_store(tmp_path):
-    from pgsweep.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="workers log only to an MLflow server"):
-        worker_tracker(TrackingSettings(uri=f"sqlite:///{tmp_path}/mlflow.db"), "0" * 32)
-    assert not (tmp_path / "mlflow.db").exists()

@@ -207,7 +207,8 @@ def test_children_left_running_are_killed_and_the_parent_with_them(tmp_path):
     from dataclasses import replace
 
     from pgsweep.errors import ConfigError
-    from pgsweep.tracking import TrackingSettings, _open_run, finish_parent_run, start_parent_run, tracked_run
+    from pgsweep.tracking import TrackingSettings, finish_parent_run, start_parent_run, tracked_run
+    from pgsweep.tracking.runs import _open_run
 
     settings = TrackingSettings(uri=f"sqlite:///{tmp_path}/mlflow.db")
     parent = start_parent_run(settings, {"pgsweep.multirun": "parent"}, {"multirun.jobs": 2})
