@@ -91,8 +91,9 @@ def file_hash(path: Path) -> str:
 
 def commit() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
+    # the generated files themselves do not count: a refresh changes them as it goes
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/generated"],
+                           cwd=REPO, capture_output=True, text=True).stdout.strip()
     return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -174,8 +175,11 @@ def refresh_bench(manifest: dict, quick: bool, only: list[str] | None = None) ->
         done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"refresh_docs: {command} failed:\n{done.stderr[-3000:]}")
+        # torchattacks prints a line per attack it builds: noise, not a result
+        printed = "\n".join(line for line in done.stdout.strip().splitlines()
+                             if not line.startswith("Attack mode is changed"))
         target = GENERATED / f"{part}.md"
-        target.write_text(f"{provenance(command)}\n\n```text\n{done.stdout.strip()}\n```\n")
+        target.write_text(f"{provenance(command)}\n\n```text\n{printed.strip()}\n```\n")
         record(manifest, part, [target], command)
 
 
