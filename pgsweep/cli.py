@@ -43,7 +43,8 @@ def sweeps_dir() -> str:
     return str(packaged if packaged.is_dir() else source)
 
 
-# One line each for `pgsweep --help`; the list itself is the pipeline's STAGES.
+# One line each for `pgsweep --help`, in the order a full pipeline runs them (train first,
+# the default stages' order, prune last); the list itself is the pipeline's STAGES.
 STAGE_HELP = {
     "train": "fit the model (Lightning, SGD); log curves, final errors, misclassified images, the model",
     "evaluate": "error of a trained model on its train/val/test images, and which images it gets wrong",
@@ -59,23 +60,37 @@ STAGE_HELP = {
 def _stage_lines() -> str:
     from pgsweep.pipeline import STAGES  # torch-free: what config checks use too
 
-    width = max(map(len, STAGES))
-    return "\n".join(f"{name:<{width}}  {STAGE_HELP.get(name, '(see README.md)')}" for name in STAGES)
+    ordered = [name for name in STAGE_HELP if name in STAGES] + [name for name in STAGES if name not in STAGE_HELP]
+    width = max(map(len, ordered))
+    return "\n".join(f"{name:<{width}}  {STAGE_HELP.get(name, '(see the documentation)')}" for name in ordered)
 
 
 def _listed(values) -> str:
     return "[" + ",".join(map(str, values)) + "]"
 
 
+def sweep_description(text: str) -> str:
+    """A sweep file's first sentence: its leading comment lines (after `# @package`) joined
+    until one ends a sentence, so a line that wraps (ends with a colon or mid-phrase) is not cut."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#") or "@package" in line:
+            if words:
+                break
+            continue
+        words.append(line[1:].strip())
+        if words[-1].endswith((".", "?", "!")):
+            break
+    return " ".join(words)
+
+
 def _sweep_lines() -> str:
-    """Each shipped sweep and the first line of its description (the comment after `# @package`)."""
+    """Each shipped sweep and the first sentence of its description."""
     lines = []
     files = sorted(Path(sweeps_dir(), "sweep").glob("*.yaml"))
     width = max((len(f.stem) for f in files), default=0)
     for file in files:
-        comments = [line[1:].strip() for line in file.read_text().splitlines()
-                    if line.startswith("#") and "@package" not in line]
-        lines.append(f"{file.stem:<{width}}  {comments[0] if comments else ''}")
+        lines.append(f"{file.stem:<{width}}  {sweep_description(file.read_text())}")
     return "\n".join(lines)
 
 

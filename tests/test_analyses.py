@@ -323,8 +323,8 @@ def test_readme_analysis_example_runs(yale_like, tmp_path):
 
     from pgsweep.models.checkpoint import TrainedModel
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Querying a trained model", 1)[1]
+    stages_page = (Path(__file__).resolve().parents[1] / "docs" / "stages.md").read_text()
+    section = stages_page.split("### In a notebook", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     folder = yale_like()
     names = ("subject01", "subject02", "subject03")

@@ -133,6 +133,19 @@ def test_folder_loader(tmp_path):
     assert images.sources[0] == "alice/0.gif"
 
 
+def test_folder_loader_names_the_files_it_skips_in_one_line(tmp_path, caplog):
+    for cls in ("alice", "bob"):
+        (tmp_path / cls).mkdir()
+        write_gif(tmp_path / cls / "0.gif", 0)
+    (tmp_path / "bob" / "notes.txt").write_text("not an image")
+    (tmp_path / "alice" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    with caplog.at_level("INFO", logger="pgsweep.data.folder"):
+        images = load_folder(tmp_path, image_size=12)
+    assert len(images) == 2
+    (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert line == "skipped 2 files that are not images: alice/.DS_Store, bob/notes.txt"
+
+
 def test_folder_loader_errors(tmp_path):
     write_gif(tmp_path / "loose.gif", 0)
     with pytest.raises(DataError, match="no class subfolders"):

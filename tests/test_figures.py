@@ -76,7 +76,7 @@ def test_thesis_knockout_is_one_panel_per_identity_with_few_lines():
     assert [ax.get_title() for ax in axes] == ["subject15", "subject14", "subject07", "subject10", "subject12"]
     assert all(len(ax.get_lines()) <= 10 for ax in axes)
     assert all(isinstance(h, Line2D) or True for h in figure.legends[0].legend_handles)
-    assert "filters knocked out" in axes[0].get_xlabel() and "class error" in axes[0].get_ylabel()
+    assert "filters knocked out" in axes[len(axes) // 2].get_xlabel() and "class error" in axes[0].get_ylabel()
 
 
 def test_heatmap_names_filters_from_one_with_axis_titles():

@@ -19,14 +19,14 @@ from pgsweep.plots.common import (
     IDENTITY_COLOURS, THESIS_IDENTITIES, image_pixels, legend_below, new_figure, show_image, thesis_classes,
 )
 from pgsweep.plots.diagrams import network_diagrams
-from pgsweep.plots.features import characteristic_feature, feature_boxes
+from pgsweep.plots.features import characteristic_feature, feature_boxes, feature_title
 from pgsweep.plots.knockout import SCORE_STYLE, knockout_curves, thesis_knockout
 from pgsweep.plots.ranking import layer_shares, ranking_heatmap
 from pgsweep.plots.training import error_curves
 
 __all__ = [
     "IDENTITY_COLOURS", "SCORE_STYLE", "THESIS_IDENTITIES", "adversarial_examples", "adversarial_induced_error",
-    "adversarial_success", "characteristic_feature", "error_curves", "feature_boxes", "image_pixels", "knockout_curves",
+    "adversarial_success", "characteristic_feature", "error_curves", "feature_boxes", "feature_title", "image_pixels", "knockout_curves",
     "layer_shares", "legend_below", "network_diagrams", "new_figure", "ranking_heatmap", "show_image",
     "step_kinds", "target_spread", "thesis_classes", "thesis_knockout",
 ]

@@ -17,6 +17,12 @@ THESIS_IDENTITIES = ("subject15", "subject14", "subject07", "subject10", "subjec
 IDENTITY_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00")
 
 
+# The thesis report's text column: 1,100 px (pgsweep/report/document.py's max-width) less its
+# padding, at the 110 dpi it renders figures with. A figure drawn wider is shrunk to fit, and
+# its ticks and legends shrink with it: figures the report shows are drawn at most this wide.
+REPORT_WIDTH_INCHES = 9.6
+
+
 def new_figure(width: float = 6.0, height: float = 4.0) -> Figure:
     """A blank figure of the given size in inches."""
     return Figure(figsize=(width, height), layout="constrained")

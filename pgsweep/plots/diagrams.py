@@ -12,21 +12,30 @@ from matplotlib.patches import Circle
 
 from pgsweep.plots.common import new_figure, show_image
 
+# light (low) to dark (high): a low score stays visible against the white panel, unlike
+# a gray scale whose low end is black
+DIAGRAM_COLOURS = "YlGnBu"
+
 
 def _network_diagram(ax, scores: np.ndarray, layer_index: np.ndarray, layers) -> None:
-    """One image's filter scores as circles, one column per layer (numbered from 1), brighter = higher."""
+    """One image's filter scores as numbered circles (`layer-unit`: the column is the layer,
+    the number the unit, both from 1), darker = higher."""
     top = scores.max() if scores.max() > 0 else 1.0
     tallest = max(np.bincount(layer_index))
-    gray = colormaps["gray"]
+    colours = colormaps[DIAGRAM_COLOURS]
     for j, _ in enumerate(layers):
         values = scores[layer_index == j]
         offset = (tallest - len(values)) / 2
         for i, value in enumerate(values):
-            ax.add_patch(Circle((j, offset + i), 0.38, color=gray(float(np.clip(value / top, 0, 1))), ec="0.4", lw=0.3))
+            share = float(np.clip(value / top, 0, 1))
+            ax.add_patch(Circle((j, offset + i), 0.42, color=colours(share), ec="0.45", lw=0.3))
+            # the number in white where the fill is dark, so it reads on every colour
+            ax.text(j, offset + i, str(i + 1), ha="center", va="center", fontsize=4.5,
+                    color="white" if share > 0.6 else "black")
     ax.set_xlim(-0.6, len(layers) - 0.4)
     ax.set_ylim(tallest - 0.4, -0.6)
     ax.set_aspect("equal")
-    ax.set_facecolor("0.15")
+    ax.set_facecolor("white")
     ax.set_xticks(range(len(layers)), [str(j + 1) for j in range(len(layers))], fontsize=7)
     ax.set_yticks([])
     ax.set_xlabel("layer", fontsize=7, labelpad=1)
@@ -37,8 +46,8 @@ def network_diagrams(images: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     """Thesis Table 4.1: per class a column pair (image | network diagram), one row per image.
 
     images: (n, H, W) or (n, C, H, W), C 1 or 3; scores: (n, U) each image's own-class PG per
-    filter; labels: (n,). Each circle is a filter (top to bottom: filter 1, 2, ...),
-    its brightness the filter's PG over the image's largest.
+    filter; labels: (n,). Each circle is a filter, numbered 1, 2, ... from the top of its
+    layer's column, its colour the filter's PG over the image's largest.
     """
     classes = list(dict.fromkeys(np.asarray(labels).tolist()))
     rows = max(int((np.asarray(labels) == c).sum()) for c in classes)
@@ -58,7 +67,7 @@ def network_diagrams(images: np.ndarray, scores: np.ndarray, labels: np.ndarray,
             _network_diagram(net_ax, scores[n], layer_index, layers)
             if row == 0:
                 image_ax.set_title(str(class_names[c]), fontsize=8)
-    key = figure.colorbar(ScalarMappable(Normalize(0, 1), colormaps["gray"]), ax=axes, shrink=0.6, pad=0.02)
-    key.set_label("filter's PG / the image's largest PG\n(brighter = higher)", fontsize=8)
+    key = figure.colorbar(ScalarMappable(Normalize(0, 1), colormaps[DIAGRAM_COLOURS]), ax=axes, shrink=0.6, pad=0.02)
+    key.set_label("filter's PG / the image's largest PG\n(darker = higher; dot n of layer l is filter l-n)", fontsize=8)
     figure.suptitle("Own-class PG of every filter (thesis Table 4.1)", fontsize=9)
     return figure

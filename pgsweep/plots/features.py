@@ -10,18 +10,34 @@ from matplotlib.patches import Rectangle
 
 from pgsweep.plots.common import new_figure, show_image
 
+# one colour per kind of feature in every features figure: the own class's (Figure 4.3) and
+# the runner-up class's (Figure 4.4, the overview's bottom row)
+OWN_CLASS_COLOUR = "red"
+RUNNER_UP_COLOUR = "#0072B2"
 
-def _box(left, top, right, bottom) -> Rectangle:
-    """The receptive field's red outline, with a white halo so it shows on a red or dark colour image too."""
-    box = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="red", lw=1.5)
+
+def feature_title(kind: str, image: int, class_name: str, target_name: str) -> str:
+    """A features figure's title, naming its image by the one number every features table uses
+    (`image`, the dataset index) and its classes by name: kind "characteristic" or "lookalike"."""
+    if kind == "characteristic":
+        return f"image {image} (class {class_name}): its most characteristic feature"
+    return f"image {image} (class {class_name}): what makes it look like class {target_name}"
+
+
+def _box(left, top, right, bottom, colour: str = OWN_CLASS_COLOUR) -> Rectangle:
+    """The receptive field's outline, with a white halo so it shows on a red or dark colour image too."""
+    box = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec=colour, lw=1.5)
     box.set_path_effects([patheffects.withStroke(linewidth=3.5, foreground="white")])
     return box
 
 
 def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: int = 1,
-                           max_pool_after: bool = True) -> Figure:
-    """The image with the receptive field of the highest-PG position outlined (red), the
-    layer's activation maps (row 2) and PG maps (row 3), each row with its colour scale.
+                           max_pool_after: bool = True, runner_up: bool = False) -> Figure:
+    """The image with the receptive field of the highest-PG position outlined, the layer's
+    activation maps (row 2) and PG maps (row 3), each row with its colour scale.
+
+    runner_up: the maps are of the class the model ranks next (Figure 4.4), drawn in the
+    overview's runner-up colour (blue); else the own class's (Figure 4.3, red).
 
     image: (H, W) or (C, H, W), C 1 or 3; maps: anything with activation (F, h, w), pg
     (F, h, w), filter, row, col, box (top, left, bottom, right) like
@@ -29,27 +45,29 @@ def characteristic_feature(image: np.ndarray, maps, title: str, layer_number: in
     max_pool_after: a 2x2 max pool follows the layer (the thesis convnet): the footnote explains
     the checkerboard it leaves in the PG maps.
     """
+    colour = RUNNER_UP_COLOUR if runner_up else OWN_CLASS_COLOUR
     count = maps.activation.shape[0]
     figure = new_figure(max(1.45 * count + 1.4, 5.5), 5.6)
     grid = figure.add_gridspec(3, count + 1, width_ratios=[1] * count + [0.12], height_ratios=[1.4, 1, 1])
     ax = figure.add_subplot(grid[0, :count])
     show_image(ax, image)
     top, left, bottom, right = maps.box
-    ax.add_patch(_box(left, top, right, bottom))
+    ax.add_patch(_box(left, top, right, bottom, colour))
     ax.set_title(title, fontsize=9)
     peak = f"{layer_number}-{maps.filter + 1}"
-    ax.set_xlabel(f"red box: the input pixels that filter {peak}'s peak-PG position sees", fontsize=8)
+    ax.set_xlabel(f"{'blue' if runner_up else 'red'} box: the input pixels that filter {peak}'s peak-PG position sees",
+                  fontsize=8)
     activation_limit = float(np.abs(maps.activation).max()) or 1.0
     pg_limit = float(np.abs(maps.pg).max()) or 1.0
     for f in range(count):
         act_ax, pg_ax = figure.add_subplot(grid[1, f]), figure.add_subplot(grid[2, f])
         act_image = act_ax.imshow(maps.activation[f], cmap="gray", vmin=-activation_limit, vmax=activation_limit)
         pg_image = pg_ax.imshow(maps.pg[f], cmap="RdBu_r", vmin=-pg_limit, vmax=pg_limit)
-        act_ax.set_title(f"filter {layer_number}-{f + 1}", fontsize=8, color="red" if f == maps.filter else "black")
+        act_ax.set_title(f"filter {layer_number}-{f + 1}", fontsize=8, color=colour if f == maps.filter else "black")
         if f == maps.filter:
             pg_ax.plot([maps.col], [maps.row], "+", color="black", ms=9, mew=1.5)
             for spine in pg_ax.spines.values():
-                spine.set_edgecolor("red")
+                spine.set_edgecolor(colour)
                 spine.set_linewidth(1.5)
         for a in (act_ax, pg_ax):
             a.set_xticks([])
@@ -81,7 +99,7 @@ def feature_boxes(faces, rows, class_names) -> Figure:
         pixels = np.asarray(face["pixels"], dtype=np.float32).reshape(int(face["channels"]), int(face["size"]),
                                                                       int(face["size"]))
         mine = rows[rows["image"] == face["image"]]
-        for r, (own, colour) in enumerate(((True, "red"), (False, "#0072B2"))):
+        for r, (own, colour) in enumerate(((True, OWN_CLASS_COLOUR), (False, RUNNER_UP_COLOUR))):
             ax = axes[r, i]
             show_image(ax, pixels)
             picked = mine[mine["own_class"]] if own else mine[~mine["own_class"] & (mine["target"] == mine["runner_up"])]

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from pgsweep.plots.common import IDENTITY_COLOURS, legend_below, new_figure
+from pgsweep.plots.common import IDENTITY_COLOURS, REPORT_WIDTH_INCHES, legend_below, new_figure
 
 SCORE_STYLE = {  # score -> (label, colour) in every knockout figure
     "pg_softmax": ("PG (softmax)", "#D55E00"),
@@ -106,7 +106,8 @@ def thesis_knockout(curves, score: str, column: str, classes=None) -> Figure:
     chosen = curves[curves["score"].isin([score, "random"])]
     classes = list(dict.fromkeys(chosen["class"])) if classes is None else list(classes)
     classes = [c for c in classes if c in set(chosen["class"])][:5]
-    figure = new_figure(3.0 * len(classes) + 0.6, 3.9)
+    # drawn for the report's column (REPORT_WIDTH_INCHES), so its text is shown at the size set here
+    figure = new_figure(min(2.0 * len(classes) + 0.6, REPORT_WIDTH_INCHES), 3.4)
     axes = figure.subplots(1, len(classes), sharey=True, squeeze=False)[0]
     models = chosen["run"].nunique() if "run" in chosen else 1
     for i, (ax, c) in enumerate(zip(axes, classes)):
@@ -120,6 +121,8 @@ def thesis_knockout(curves, score: str, column: str, classes=None) -> Figure:
             ax.plot(steps, by_step.mean().to_numpy(), style, color=colour, lw=1.8, label=f"PG {direction} first")
         ax.set_title(str(rows["class_name"].iloc[0]), fontsize=10, color=colour)
         _filters_axis(ax, rows)
+        if i != len(classes) // 2:  # one axis title, under the middle panel: the panels are too narrow for one each
+            ax.set_xlabel("")
         if i == 0:
             ax.set_ylabel(ERROR_LABEL[column])
     figure.suptitle(f"Knockout ordered by {SCORE_STYLE.get(score, (score,))[0]}: "

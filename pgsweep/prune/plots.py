@@ -94,18 +94,39 @@ def error_vs_fraction(curves: pd.DataFrame) -> Figure:
 
 
 def error_vs_latency(curves: pd.DataFrame) -> Figure:
-    """Test error after fine-tuning against the measured CPU time of one batch (left: faster)."""
-    figure = new_figure(6.5, 4.6)
-    ax = figure.subplots()
-    _error_axis(ax, _draw(ax, curves, "latency_ms", ""))
-    batch = int(curves.latency_batch.iloc[0])
-    ax.set_xlabel(f"CPU latency of a batch of {batch} images, one thread (ms, median of rounds)")
-    ax.set_ylabel("test error after fine-tuning")
-    intact = curves[curves.step == 0].latency_ms.mean()
-    ax.axvline(intact, color="0.6", lw=0.8, ls=":")
-    ax.annotate("intact network", (intact, ax.get_ylim()[1] * 0.98), fontsize=7, color="0.4", ha="right", va="top",
-                rotation=90)
-    ax.set_title(_title(curves), fontsize=10)
-    legend_below(figure, ax, columns=3)
-    return figure
+    """Test error after fine-tuning against the network's size (MACs), and the CPU latency of
+    each step's width with its spread.
 
+    Every criterion removes the same number of filters from each layer at a step, so all have
+    the same MACs and parameters there; their measured latencies differ only by timing noise.
+    So the error is drawn against MACs (the same x for every criterion: lines cannot zig-zag),
+    and latency once per step: the median over every network of that width, with its range.
+    (The name is the one the prune stage logs as prune/error_vs_latency.png.)
+    """
+    figure = new_figure(10, 4.4)
+    error_ax, latency_ax = figure.subplots(1, 2, width_ratios=[1.35, 1])
+    _error_axis(error_ax, _draw(error_ax, curves.assign(macs_millions=curves.macs / 1e6), "macs_millions", ""))
+    error_ax.set_xlabel("multiply-adds per image (millions; the intact network is on the right)")
+    error_ax.set_ylabel("test error after fine-tuning")
+    error_ax.set_title("error at equal compute", fontsize=10)
+
+    widths = curves.groupby("step").agg(macs=("macs", "first"), params=("params", "first"),
+                                        median=("latency_ms", "median"), low=("latency_ms", "min"),
+                                        high=("latency_ms", "max"), networks=("latency_ms", "size")).reset_index()
+    macs = widths.macs / 1e6
+    latency_ax.fill_between(macs, widths["low"], widths["high"], color="0.5", alpha=0.25, lw=0,
+                            label="range over every network of the width")
+    latency_ax.plot(macs, widths["median"], color="black", marker="o", ms=3.5, lw=1.4, label="median")
+    for _, row in widths.iterrows():
+        latency_ax.annotate(f"{int(row.params):,} params", (row.macs / 1e6, row["median"]), fontsize=7,
+                            color="0.3", textcoords="offset points", xytext=(4, -10))
+    latency_ax.set_ylim(0, float(widths["high"].max()) * 1.15)
+    batch = int(curves.latency_batch.iloc[0])
+    latency_ax.set_xlabel("multiply-adds per image (millions)")
+    latency_ax.set_ylabel(f"CPU latency of a batch of {batch}, one thread (ms)")
+    latency_ax.set_title("latency of each step's width", fontsize=10)
+    latency_ax.grid(alpha=0.3)
+    latency_ax.legend(fontsize=7, loc="upper left", frameon=False)
+    figure.suptitle(_title(curves), fontsize=10)
+    legend_below(figure, error_ax, columns=3)
+    return figure

@@ -106,13 +106,11 @@ def run(ctx) -> None:
         faces.append({"figure": figure_index, "image": int(indices[i]), "source": source, "label": c,
                       "class_name": names[c], "channels": int(images.shape[1]), "size": int(images.shape[-1]),
                       "pixels": images[i].numpy().astype(np.float32).ravel().tolist()})
-        for kind, target, title in (
-            ("characteristic", c, f"{source}: the most characteristic feature of {names[c]}"),
-            ("lookalike", other, f"{source} ({names[c]}): what makes it look like {names[other]}"),
-        ):
+        for kind, target in (("characteristic", c), ("lookalike", other)):
+            title = plots.feature_title(kind, int(indices[i]), names[c], names[target])
             maps = feature_maps(network, images[i], target, layer, settings.query.output)
             ctx.tracker.log_figure(plots.characteristic_feature(images[i].numpy(), maps, title, number,
-                                                                max_pool_after),
+                                                                max_pool_after, runner_up=kind == "lookalike"),
                                    f"features/{kind}_{figure_index}.png")
             for f in range(maps.activation.shape[0]):
                 maps_rows.append({
