@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -288,3 +289,14 @@ def test_the_report_cli_rejects_a_malformed_rule_with_one_line_and_exit_2():
     assert done.returncode == 2
     assert done.stderr.strip() == ("pgsweep: error: report rule knockout.area_margin must be a number in [0, 1], "
                                    "got 'abc'")
+
+
+def test_the_thesis_multirun_rejects_a_malformed_rule_before_its_first_job(yale_root, tmp_path):
+    script = Path(sys.executable).with_name("pgsweep")
+    done = subprocess.run([str(script), "-m", "+sweep=thesis", f"data.root={yale_root}",
+                           "report_rules.statistics.bootstrap=many"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == ("pgsweep: error: report rule statistics.bootstrap must be an "
+                                                    "integer in [100, 1000000], got 'many'")
+    assert not list(tmp_path.rglob("*.parquet"))  # no job ran
