@@ -41,7 +41,8 @@ def measure(jobs: list[Job], rules: Rules) -> pd.DataFrame:
     for job in jobs:
         output = job.pg_score.removeprefix("pg_")
         listed = job.table("rank/strongest_weakest.parquet")
-        weakest = listed[(listed["output"] == output) & (listed["kind"] == "weakest") & (listed["rank"] <= k)]
+        listed = listed[(listed["output"] == output) & (listed["rank"] <= k)]
+        weakest, strongest = listed[listed["kind"] == "weakest"], listed[listed["kind"] == "strongest"]
         scores = job.table("rank/class_scores.parquet")
         units = scores[scores["class"] == scores["class"].iloc[0]]["filter"].map(_layer)
         deepest = int(units.max())
@@ -55,6 +56,8 @@ def measure(jobs: list[Job], rules: Rules) -> pd.DataFrame:
                "all_class_ratio": all_ratio}
         for layer in sorted(units.unique()):
             row[f"layer_{layer}_share"] = float((weakest["filter"].map(_layer) == layer).mean()) if len(weakest) else np.nan
+            row[f"layer_{layer}_strongest"] = (float((strongest["filter"].map(_layer) == layer).mean())
+                                               if len(strongest) else np.nan)
             row[f"layer_{layer}_chance"] = float((units == layer).mean())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -131,18 +134,21 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
     layers = sorted(int(c.split("_")[1]) for c in table.columns if c.endswith("_chance") and c.startswith("layer_"))
     k = rules["layers"]["weakest_count"]
     thesis_weak = pd.Series([e[0] for n in THESIS_TABLE_4_2 for e in THESIS_TABLE_4_2[n][1]])
-    doc.paragraph(f"Where the {k} weakest filters of every class fall (all classes of each model; mean and range over "
-                  f"models) against chance (the layer's share of the filters) and the thesis's five identities "
-                  f"({len(thesis_weak)} filters):")
-    doc.table(["layer", "chance", "thesis weakest", "pgsweep weakest"],
+    thesis_strong = pd.Series([e[0] for n in THESIS_TABLE_4_2 for e in THESIS_TABLE_4_2[n][0]])
+    doc.paragraph(f"Where the {k} strongest and {k} weakest filters of every class fall (all classes of each model; "
+                  f"mean and range over models) against chance (the layer's share of the filters) and the thesis's "
+                  f"five identities ({len(thesis_weak)} filters each way):")
+    doc.table(["layer", "chance", "thesis strongest", "thesis weakest", "pgsweep strongest", "pgsweep weakest"],
               [[f"layer {layer}", fmt(table[f"layer_{layer}_chance"].mean(), 2),
-                fmt(float((thesis_weak == layer).mean()), 2), spread(table[f"layer_{layer}_share"], 2)]
+                fmt(float((thesis_strong == layer).mean()), 2), fmt(float((thesis_weak == layer).mean()), 2),
+                spread(table[f"layer_{layer}_strongest"], 2), spread(table[f"layer_{layer}_share"], 2)]
                for layer in layers])
-    shares = pd.DataFrame([{"kind": "weakest", "layer": layer, "share": table[f"layer_{layer}_share"].mean(),
-                            "chance": table[f"layer_{layer}_chance"].mean()} for layer in layers])
+    shares = pd.DataFrame([{"kind": kind, "layer": layer, "share": table[f"layer_{layer}_{column}"].mean(),
+                            "chance": table[f"layer_{layer}_chance"].mean()}
+                           for layer in layers for kind, column in (("strongest", "strongest"), ("weakest", "share"))])
     doc.figure(figure("layer_shares.png", plots.layer_shares(shares),
-                      f"x: conv layer; y: share of each class's {k} weakest filters in that layer (mean over "
-                      f"{len(table)} models), against chance (the layer's share of the filters)."))
+                      f"x: conv layer; y: share of each class's {k} strongest and {k} weakest filters in that layer "
+                      f"(mean over {len(table)} models); black lines: chance (the layer's share of the filters)."))
     deepest = int(table["deepest"].iloc[0])
     result = verdict_layers(table, rules)
     claims = [claim("2a", f"the weakest filters are mostly in layer {deepest} "
