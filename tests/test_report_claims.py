@@ -300,3 +300,17 @@ def test_the_thesis_multirun_rejects_a_malformed_rule_before_its_first_job(yale_
     assert done.stderr.strip().splitlines()[-1] == ("pgsweep: error: report rule statistics.bootstrap must be an "
                                                     "integer in [100, 1000000], got 'many'")
     assert not list(tmp_path.rglob("*.parquet"))  # no job ran
+
+
+def test_each_departure_from_the_thesis_setup_is_named_with_its_count():
+    from pgsweep.report.results import Job, setup_departures
+
+    thesis = {"data.group_duplicates": "False", "data.test_fraction": "0.25", "data.equalize": "False"}
+    jobs = [Job(None, f"r{i}", {"trainer.max_epochs": "30", "trainer.learning_rate": "0.1", **thesis,
+                                "data.group_duplicates": str(i % 2 == 0)}, {}) for i in range(4)]
+    line = setup_departures(jobs, RULES.thesis_setup)
+    assert line == ("trainer.max_epochs=30 (thesis 250; 4 of 4 models); data.val_fraction=unset (thesis 0.0; 4 of 4 "
+                    "models); data.group_duplicates=True (thesis false; 2 of 4 models); data.image_size=unset "
+                    "(thesis 60; 4 of 4 models)")
+    same = [Job(None, "r", {key.replace("thesis_setup.", ""): str(value) for key, value in RULES.thesis_setup.items()}, {})]
+    assert setup_departures(same, RULES.thesis_setup) == ""
