@@ -94,7 +94,7 @@ def verdict_scales(table: pd.DataFrame, rules: Rules) -> Verdict:
     interval = bootstrap_mean(np.log10(table["five_ratio"]), stats)
     if interval.models < stats.min_models:
         return Verdict(INCONCLUSIVE, rule, too_few(interval, stats))
-    where = (f"ratio {10 ** interval.estimate:.0f}x, interval {10 ** interval.low:.0f}x to "
+    where = (f"geometric mean ratio {10 ** interval.estimate:.0f}x, interval {10 ** interval.low:.0f}x to "
              f"{10 ** interval.high:.0f}x")
     if interval.low >= np.log10(r["ratio"]):
         return Verdict(REPRODUCED, rule, where)
@@ -164,8 +164,9 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
                   f"(`rank/{first.pg_score}/class_scale_ratio`): {spread(table.all_class_ratio, 0)}.")
     result = verdict_scales(table, rules)
     claims.append(claim("2b", f"the five identities' top scores span {thesis_ratio:.0f}x",
-                        f"median {np.nanmedian(table.five_ratio):.0f}x over {len(table)} models (all classes, not "
-                        f"judged: {np.nanmedian(table.all_class_ratio):.0f}x)", result, rules,
+                        f"geometric mean {10 ** np.nanmean(np.log10(table.five_ratio)):.0f}x, median "
+                        f"{np.nanmedian(table.five_ratio):.0f}x over {len(table)} models (all classes, not judged: "
+                        f"median {np.nanmedian(table.all_class_ratio):.0f}x)", result, rules,
                         ("scales", "statistics.confidence", "statistics.bootstrap", "statistics.seed", "statistics.min_models"), jobs))
     verdict_line(doc, claims[1])
     return claims
