@@ -18,7 +18,7 @@ _LIMITS: dict[str, tuple[str, float, float]] = {
     "statistics.confidence": (_NUMBER, 0.5, 0.9999), "statistics.bootstrap": (_INTEGER, 100, 10**6),
     "statistics.seed": (_INTEGER, 0, 2**32 - 1), "statistics.min_models": (_INTEGER, 2, 10**6),
     "statistics.max_interval_width": (_NUMBER, 0, float("inf")), "statistics.alpha": (_NUMBER, 1e-6, 0.5),
-    "statistics.permutations": (_INTEGER, 99, 10**6),
+    "statistics.permutations": (_INTEGER, 99, 10**6), "statistics.partly_fraction": (_NUMBER, 0, 1),
     "error_rate.thesis_errors": (_INTEGER, 0, 10**6), "error_rate.thesis_images": (_INTEGER, 1, 10**6),
     "error_rate.tolerance_images": (_NUMBER, 0, 10**6), "error_rate.partly_images": (_NUMBER, 0, 10**6),
     "layers.weakest_count": (_INTEGER, 1, 10**6), "layers.majority": (_NUMBER, 0, 1),
@@ -75,7 +75,9 @@ class Rules:
 def load_rules(overrides: Sequence[str] = (), base: Mapping | None = None) -> Rules:
     """The YAML's rules (or `base`, e.g. a multirun's report_rules node), then `key=value`
     overrides; raises ConfigError naming the first bad one."""
-    config = OmegaConf.create(dict(base)) if base is not None else OmegaConf.load(rules_file())
+    config = OmegaConf.load(rules_file())
+    if base is not None:  # a multirun's node: the YAML as composed then, with its overrides
+        config = OmegaConf.merge(config, OmegaConf.create(dict(base)))
     defaults = OmegaConf.load(rules_file())
     OmegaConf.set_struct(defaults, True)
     for override in overrides:

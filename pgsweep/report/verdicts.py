@@ -54,6 +54,7 @@ class Statistics:
     bootstrap: int = 2000
     seed: int = 0
     min_models: int = 3
+    partly_fraction: float = 0.5
     max_interval_width: float = 0.5
     alpha: float = 0.05
     permutations: int = 2000
@@ -87,18 +88,21 @@ def effect_verdict(interval: Interval, margin: float, stats: Statistics, holds: 
     """The shared rule: (outcome, reason) for an effect (positive = the claim's direction).
 
     reproduced: interval low end >= margin and the thesis's own statement holds (holds);
-    partly: low end > 0 (a real effect, short of the margin or of the thesis's number);
-    not reproduced: low end <= 0; inconclusive: too few models or too wide an interval.
+    partly: low end > 0 and mean >= partly_fraction x margin (a real effect of some size, short
+    of the margin or of the thesis's number); not reproduced: otherwise; inconclusive: too few
+    models or too wide an interval.
     """
     reason = too_few(interval, stats)
     if reason:
         return INCONCLUSIVE, reason
     if interval.low >= margin and holds:
         return REPRODUCED, ""
-    if interval.low > 0:
+    if interval.low > 0 and interval.estimate >= stats.partly_fraction * margin:
         short = [] if interval.low >= margin else [f"interval low end {interval.low:.3f} below the margin {margin}"]
         short += [] if holds else [holds_text or "the thesis's own number does not hold"]
         return PARTLY, "; ".join(short)
+    if interval.low > 0:
+        return NOT, f"mean {interval.estimate:.3f} below {stats.partly_fraction} x the margin {margin}"
     return NOT, f"interval low end {interval.low:.3f} at or below 0"
 
 
@@ -107,5 +111,6 @@ def effect_rule(effect: str, margin: float, stats: Statistics, statement: str = 
     also = f" and {statement}" if statement else ""
     return (f"effect = {effect}, per model, mean over models with a {stats.confidence:.0%} bootstrap interval "
             f"({stats.bootstrap} resamples of the models, seed {stats.seed}); reproduced when the interval's low "
-            f"end is at least {margin}{also}; partly when it is above 0; not reproduced otherwise; inconclusive "
+            f"end is at least {margin}{also}; partly when it is above 0 and the mean at least "
+            f"{stats.partly_fraction * margin:g}; not reproduced otherwise; inconclusive "
             f"with fewer than {stats.min_models} models or an interval wider than {stats.max_interval_width}")

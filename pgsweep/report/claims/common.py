@@ -15,7 +15,7 @@ from pgsweep.report.verdicts import Verdict
 
 # the statistics rules every bootstrap interval reads
 INTERVAL_RULES = ("statistics.confidence", "statistics.bootstrap", "statistics.seed", "statistics.min_models",
-                  "statistics.max_interval_width")
+                  "statistics.max_interval_width", "statistics.partly_fraction")
 
 
 @dataclass(frozen=True)
