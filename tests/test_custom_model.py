@@ -1,8 +1,7 @@
-"""Bring your own model: a residual net with batch norm, defined only here, through every stage.
+"""Bring your own model: a residual net with batch norm, named by `_target_`, through every stage.
 
-The nets below are imported by pgsweep by `_target_` (`test_custom_model.TinyResNet`): in
-this process through pytest's sys.path, in the CLI's subprocesses and their Ray workers
-through PYTHONPATH.
+The nets are pgsweep.testing's (`pgsweep.testing.models.SmallResNet` and two variants), imported
+by `_target_` as a user's own package would be.
 """
 
 from __future__ import annotations
@@ -19,47 +18,11 @@ from PIL import Image
 from torch import nn
 
 from pgsweep.errors import PgsweepError
-from pgsweep.testing.models import ResidualBlock as Block, with_batch_norm_statistics
+from pgsweep.testing.models import ReusedReLUResNet, SmallResNet, with_batch_norm_statistics
 
 HERE = Path(__file__).resolve().parent
-TARGET = "test_custom_model.TinyResNet"
+TARGET = "pgsweep.testing.models.SmallResNet"
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 50, 40)}
-
-
-class TinyResNet(nn.Module):
-    """(B, in_channels, S, S) -> (B, num_classes): a stem, two residual stages, global pooling, fc."""
-
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
-        self.act = nn.ReLU()
-        self.layer1 = nn.Sequential(Block(width, width))
-        self.layer2 = nn.Sequential(Block(width, 2 * width, stride=2))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.bn(self.conv(x)))
-        x = self.layer2(self.layer1(x))  # (B, 2w, S/2, S/2)
-        return self.fc(self.flatten(self.pool(x)))
-
-
-class ReusedReLU(TinyResNet):
-    """torchvision's habit: one ReLU module called twice in a block."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.bn(self.conv(x)))
-        x = self.act(self.layer1(x))
-        return self.fc(self.flatten(self.pool(self.layer2(x))))
-
-
-class Features(TinyResNet):
-    """Returns its pooled features, not logits: a class pgsweep must refuse."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.layer2(self.layer1(self.act(self.bn(self.conv(x))))))
 
 
 def write_rgb_folder(root: Path, per_class: int = 8, size: int = 16) -> Path:
@@ -173,9 +136,9 @@ def test_residual_net_trains_and_goes_through_every_stage_on_rgb_images(rgb_fold
 
 # ---------------------------------------------------------------- the math on a residual net
 
-def _trained_net(seed: int = 0) -> TinyResNet:
+def _trained_net(seed: int = 0) -> SmallResNet:
     torch.manual_seed(seed)
-    return with_batch_norm_statistics(TinyResNet(num_classes=3, width=4))
+    return with_batch_norm_statistics(SmallResNet(num_classes=3, width=4))
 
 
 def test_residual_net_pg_equals_autograd():
@@ -252,7 +215,7 @@ def test_residual_net_fast_sweep_equals_the_plain_sweep():
 def test_default_layers_leave_out_a_reused_relu_and_say_so(caplog):
     from pgsweep.analyses.units import default_layers
 
-    net = ReusedReLU(num_classes=3).eval()
+    net = ReusedReLUResNet(num_classes=3, width=4).eval()
     with caplog.at_level("WARNING"):
         layers = default_layers(net, torch.rand(1, 3, 16, 16))
     assert "act" not in layers and "layer2.0.act2" in layers
@@ -261,10 +224,10 @@ def test_default_layers_leave_out_a_reused_relu_and_say_so(caplog):
 
 # ---------------------------------------------------------------- outside weights
 
-def _plain_pytorch_training(images: torch.Tensor, labels: torch.Tensor, mean, std) -> TinyResNet:
+def _plain_pytorch_training(images: torch.Tensor, labels: torch.Tensor, mean, std) -> SmallResNet:
     """What someone else did: plain PyTorch, on standardised images, no pgsweep."""
     torch.manual_seed(3)
-    net = TinyResNet(num_classes=3, width=4)
+    net = SmallResNet(num_classes=3, width=4)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     inputs = (images - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
     for _ in range(5):
@@ -310,7 +273,7 @@ def test_a_target_that_does_not_import_is_one_line_and_no_run(rgb_folder, tmp_pa
 
 
 def _bad_weights(tmp_path: Path) -> str:
-    state = TinyResNet(num_classes=3, width=4).state_dict()
+    state = SmallResNet(num_classes=3, width=4).state_dict()
     state["layer1.0.conv2.weight"] = torch.zeros(4, 4, 1, 1)
     torch.save(state, tmp_path / "bad.pt")
     return str(tmp_path / "bad.pt")
@@ -318,13 +281,13 @@ def _bad_weights(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("overrides, message", [
     (("model.net._target_=???",), "model.net._target_ is not set: name the network's class"),
-    (("model.net._target_=test_custom_model.Features",),
-     "model.net 'test_custom_model.Features' returns (2, 8, 1, 1) for 2 images; it must return logits shaped "
+    (("model.net._target_=pgsweep.testing.models.FeaturesResNet",),
+     "model.net 'pgsweep.testing.models.FeaturesResNet' returns (2, 8, 1, 1) for 2 images; it must return logits shaped "
      "(N, classes) = (2, 3)"),
-    (("model.net._target_=test_custom_model.NoSuchNet",),
-     "model.net._target_ 'test_custom_model.NoSuchNet' does not import: test_custom_model has no 'NoSuchNet'"),
+    (("model.net._target_=pgsweep.testing.models.NoSuchNet",),
+     "model.net._target_ 'pgsweep.testing.models.NoSuchNet' does not import: pgsweep.testing.models has no 'NoSuchNet'"),
     (("model.weights=BAD", "stages=[evaluate]"),
-     "do not fit TinyResNet: key 'layer1.0.conv2.weight' has shape (4, 4, 1, 1) in the file, the net needs "
+     "do not fit SmallResNet: key 'layer1.0.conv2.weight' has shape (4, 4, 1, 1) in the file, the net needs "
      "(4, 4, 3, 3)"),
     (("stages=[train,rank]", "analysis.layers=[layer1.0.act9]"),
      "analysis.layers: unknown layer 'layer1.0.act9'; valid layers: input, conv, bn, act, layer1, layer1.0,"),
@@ -437,7 +400,7 @@ def test_prune_layers_tied_by_a_residual_connection():
     from pgsweep.testing.config import prune_settings
     from pgsweep.stages.prune import prune_layers
 
-    net, example = TinyResNet(num_classes=3, width=4).eval(), torch.rand(1, 3, 16, 16)
+    net, example = SmallResNet(num_classes=3, width=4).eval(), torch.rand(1, 3, 16, 16)
     assert prune_layers(net, prune_settings(), example) == {"act": 4, "layer1.0.act1": 4, "layer2.0.act1": 8,
                                                           "layer2.0.act2": 8}
     with pytest.raises(ConfigError, match="layer1.0.act2 and act share their channels"):

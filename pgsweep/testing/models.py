@@ -159,6 +159,22 @@ class SmallResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+class ReusedReLUResNet(SmallResNet):
+    """torchvision's habit: one ReLU module called twice (the stem's `act` again after layer1)."""
+
+    def forward(self, x):
+        x = self.act(self.bn(self.conv(x)))
+        x = self.act(self.layer1(x))
+        return self.fc(self.flatten(self.pool(self.layer2(x))))
+
+
+class FeaturesResNet(SmallResNet):
+    """Returns its pooled features (B, 2w, 1, 1), not logits: a net pgsweep must refuse."""
+
+    def forward(self, x):
+        return self.pool(self.layer2(self.layer1(self.act(self.bn(self.conv(x))))))
+
+
 def small_resnet(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> SmallResNet:
     """The benchmarks' small ResNet: two residual stages, batch norm, ReLU, every module used once."""
     return SmallResNet(num_classes, width, in_channels)
