@@ -133,6 +133,13 @@ class MultirunTracking(Callback):
             settings = check_jobs(config, jobs)
             if not settings:
                 return
+            if config.get("report"):  # a malformed rule stops the multirun before job 1, not after job 10
+                from omegaconf import OmegaConf
+
+                from pgsweep.report.rules import load_rules
+
+                rules = config.get("report_rules")
+                load_rules(base=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)
             self._tracking = settings[0].tracking
             self._swept = swept_keys(jobs)
             self.parent_run_id = start_parent_run(
@@ -158,9 +165,13 @@ class MultirunTracking(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._open and config.get("report"):  # a failing report leaves the parent FAILED (at exit)
+            from omegaconf import OmegaConf
+
             from pgsweep.report import report_multirun
 
-            report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir)
+            rules = config.get("report_rules")  # sweeps/sweep/thesis.yaml: conf/report/default.yaml
+            report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir,
+                            rules=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)
         self._finish(ended=True)
 
     def _finish(self, ended: bool) -> None:

@@ -23,8 +23,8 @@ SECTIONS = ("1. Error rate", "2. Strongest and weakest filters (Table 4.2)",
             "3. PG patterns are consistent within a class (Table 4.1)", "4. Knockout (Figures 4.1, 4.2",
             "5. Characteristic and look-alike features (Figures 4.3, 4.4)", "6. Perturbations (Figures 4.5-4.7)",
             "7. Beyond the thesis")
-CLAIMS = ("1", "2a", "2b", "3", "4a", "4b", "4b'", "4c", "4d", "5", "6a", "6b")
-VERDICTS = ("reproduced", "partly", "not reproduced")
+CLAIMS = ("1", "2a", "2b", "3", "4a", "4b", "4c", "4d", "4e", "4f", "5", "6a", "6b")
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +67,13 @@ def test_the_quick_thesis_multirun_reports_every_claim_with_a_verdict(thesis):
     summary = _summary(report)
     assert set(CLAIMS) <= set(summary), summary.keys()
     for key in CLAIMS:
-        verdict = summary[key][-1].strip("*")
-        assert verdict in VERDICTS, (key, verdict)
-        assert f"**Verdict ({key}): {verdict}.** Rule: " in report or key.startswith("4")  # knockout: one table
-    assert report.count("| 4") >= 5  # the knockout claims' table has a verdict column
+        verdict = summary[key][3].strip("*")
+        assert verdict in VERDICTS or (key == "5" and verdict == "inconclusive (demonstration)"), (key, verdict)
+        assert f"**Verdict ({key}): {verdict}.**" in report
+    # the quick run's 30 epochs depart from the thesis's 250: flagged at every verdict
+    assert report.count("*Setup departs from the thesis's:* trainer.max_epochs=30 (thesis 250") == len(CLAIMS)
+    # 6b needs each point's actual pixel change; until the sweep logs it, it cannot be decided
+    assert summary["6b"][3] == "**inconclusive**" or "pixel_rms" in report
     # the multirun folder has a copy, with the figures the Markdown links to
     (copy,) = (folder / "multirun").rglob("report/report.md")
     assert copy.read_text() == report
@@ -100,25 +103,24 @@ def test_the_reports_numbers_are_the_logged_metrics(thesis):
     consistency = {row[0]: row for row in _table_rows(report, "3. PG patterns are consistent within a class (Table 4.1)")
                    if row[0] in by_label}
     for label, m in by_label.items():
-        assert float(consistency[label][2]) == pytest.approx(m["diagrams/within_class_correlation"], abs=5e-4)
-        assert float(consistency[label][3]) == pytest.approx(m["diagrams/between_class_correlation"], abs=5e-4)
-        assert float(consistency[label][5]) == pytest.approx(m["diagrams/consistency_p_value"], abs=5e-5)
-    # the knockout claims' fractions, recomputed from each class's logged metrics
-    summary = _summary(report)
-    for key, metric, test in (("4b", "class_error_after_10_strongest", lambda v: v >= 0.9),
-                              ("4c", "overall_error_after_10_weakest", lambda v: v < 0.25)):
-        values = [v for m in by_label.values() for k, v in m.items()
-                  if k.startswith(f"knockout/pg_softmax/{metric}/class_")]
-        assert len(values) == 4 * 15
-        met = sum(test(v) for v in values)
-        assert summary[key][2].startswith(f"{met / len(values):.2f} ({met} of {len(values)})"), summary[key]
+        assert float(consistency[label][1]) == pytest.approx(m["diagrams/within_class_correlation"], abs=5e-4)
+        assert float(consistency[label][2]) == pytest.approx(m["diagrams/between_class_correlation"], abs=5e-4)
+        assert float(consistency[label][4]) == pytest.approx(m["diagrams/consistency_p_value"], abs=5e-5)
+    # the knockout table's per-model PG numbers: each model's mean of its classes' logged metrics
+    knockout = {row[0]: row for row in _table_rows(report, "4. Knockout (Figures 4.1, 4.2; sections 4.2.2-4.2.5)")
+                if row[0] in by_label}
+    for label, m in by_label.items():
+        values = [v for k, v in m.items() if k.startswith("knockout/pg_softmax/class_error_after_10_strongest/class_")]
+        assert len(values) == 15
+        assert float(knockout[label][3].split(" / ")[0]) == pytest.approx(np.mean(values), abs=5e-4)
+        assert float(knockout[label][1]) == pytest.approx(m["final_test_error"], abs=5e-4)
     # PG's Spearman with the oracle: the mean over models of each model's logged mean
     rho = np.mean([m["knockout/pg_softmax/spearman_oracle/mean"] for m in by_label.values()])
     (row,) = [r for r in _table_rows(report, "4. Knockout (Figures 4.1, 4.2; sections 4.2.2-4.2.5)")
-              if r[0] == "PG (softmax)" and len(r) == 5]
+              if r[0] == "PG (softmax)" and len(r) == 4]
     assert row[1].startswith(f"{rho:.3f} (range")
     saturation = np.mean([m["final_train_median_true_probability"] for m in by_label.values()])
-    assert f"is {saturation:.3f} (range" in report
+    assert f"own class, {saturation:.3f} (range" in report
 
 
 @pytest.mark.slow
@@ -131,9 +133,19 @@ def test_a_regenerated_report_is_the_same_text(thesis, tmp_path):
     assert (tmp_path / "again" / "report.md").read_text() == report
     (copy,) = (folder / "multirun").rglob("report/report.html")
     assert (tmp_path / "again" / "report.html").read_text() == copy.read_text()
-    summary = subprocess.run([*command[:6], "--summary"], cwd=folder, capture_output=True, text=True, timeout=600)
-    assert summary.returncode == 0 and summary.stdout.startswith("| claim | the thesis | pgsweep | verdict |")
-    assert summary.stdout in report
+    summary = subprocess.run([*command[:6], "--summary", "--markdown", str(tmp_path / "summary.md")], cwd=folder,
+                             capture_output=True, text=True, timeout=600)
+    assert summary.returncode == 0, summary.stderr
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith(f"From `pgsweep -m +sweep=thesis data.root=") and "at commit `" in text
+    table = text[text.index("| claim | the thesis | pgsweep | verdict |"):]
+    assert table in report
+    # a rule from the command line: no intact model is good enough, so no knockout claim is decided
+    strict = subprocess.run([*command[:6], "--summary", "knockout.max_intact_error=0"], cwd=folder,
+                            capture_output=True, text=True, timeout=600)
+    assert strict.returncode == 0, strict.stderr
+    rows = _summary("## Summary\n" + strict.stdout)
+    assert {rows[key][3] for key in ("4a", "4b", "4c", "4d", "4e", "4f")} == {"**inconclusive**"}
     bad = subprocess.run([*command[:3], "f" * 32, "--tracking-uri", uri], cwd=folder, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("pgsweep: error: run ffff"), bad.stderr
     child = subprocess.run([*command[:3], thesis[3][0].info.run_id, "--tracking-uri", uri], cwd=folder,

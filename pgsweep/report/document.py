@@ -127,3 +127,56 @@ def png(figure, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------ the thesis report
+
+SUMMARY_HEADER = ["claim", "the thesis", "pgsweep", "verdict", "setup departs from the thesis's"]
+
+
+def summary_rows(claims) -> list[list[str]]:
+    return [[c.key, c.thesis, c.measured, f"**{c.outcome}**", c.setup or "no"] for c in claims]
+
+
+def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Document, list]:
+    """The report of a thesis multirun: a summary table of verdicts, then a section per claim."""
+    import numpy as np
+
+    from pgsweep.report.claims import SECTIONS
+    from pgsweep.report.claims.common import spread
+    from pgsweep.report.results import setup_departures
+    from pgsweep.report.verdicts import VERDICTS
+
+    body, claims = Document(), []
+    for section in SECTIONS:
+        claims += section.section(body, jobs, rules)
+    body.heading(2, "7. Beyond the thesis (not judged)")
+    rho = {score: [j.metrics.get(f"knockout/{score}/spearman_oracle/mean", np.nan) for j in jobs]
+           for score in ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor")}
+    saturation = [j.metrics.get("final_train_median_true_probability", np.nan) for j in jobs]
+    body.items([f"Spearman correlation of each score's filter ranking with the oracle: "
+                + ", ".join(f"{score} {spread(values)}" for score, values in rho.items()) + ".",
+                f"Softmax saturation: the median probability a model gives each training image's own class, "
+                f"{spread(saturation)} (`final_train_median_true_probability`); near 1 the softmax is flat, so its "
+                "gradients, and the softmax PG with them, shrink for the most confident classes."])
+
+    doc = Document()
+    doc.heading(1, "Querying Deep Neural Networks with Gradients (Lo 2016): the thesis on the Yale faces")
+    seeds = sorted({j.seed for j in jobs})
+    splits = sorted({j.split_name for j in jobs})
+    epochs = sorted({j.epochs for j in jobs})
+    departs = setup_departures(jobs, rules.thesis_setup)
+    counted = [c for c in claims if c.verdict.counted]
+    tally = ", ".join(f"{sum(c.verdict.outcome == v for c in counted)} {v}" for v in VERDICTS)
+    doc.paragraph(f"Multirun `{parent_run_id}`: {len(jobs)} models (seeds {', '.join(map(str, seeds))} x "
+                  f"{' and '.join(splits)} split; {'/'.join(map(str, epochs))} epochs), from `{command}`. Every "
+                  "number below is read from the jobs' logged metrics and tables or from the report's rules "
+                  f"(`conf/report/default.yaml`); regenerate with `python -m pgsweep.report {parent_run_id}` "
+                  "(rules as `key=value` after the id).")
+    if departs:
+        doc.paragraph(f"*This run departs from the thesis's setup:* {departs}. Each verdict repeats it.")
+    doc.heading(2, "Summary")
+    doc.paragraph(f"{len(counted)} claims judged: {tally}; demonstrations are shown and not counted.")
+    doc.table(SUMMARY_HEADER, summary_rows(claims))
+    doc.blocks += body.blocks
+    return doc, claims

@@ -1,5 +1,6 @@
 """A multirun's results as the report reads them: one Job per finished child run, its
-params, metrics and logged tables, read back from the store (nothing is recomputed)."""
+params, metrics and logged tables, read back from the store (nothing is recomputed).
+This is the one place the report gathers from the store; the claims read Jobs."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ class Job:
     def pg_score(self) -> str:
         return f"pg_{self.params.get('analysis.output', 'softmax')}"
 
+    def departures(self, thesis_setup: dict) -> dict[str, str]:
+        """The job's params that differ from the thesis's setup: {key: this job's value}."""
+        return {key: self.params.get(key, "unset") for key, value in thesis_setup.items()
+                if not _same(self.params.get(key), value)}
+
     def table(self, artifact: str) -> pd.DataFrame:
         return self.reader.table(self.run_id, artifact)
 
@@ -65,6 +71,33 @@ class Job:
     def test_error_history(self) -> pd.DataFrame:
         """The test error after each epoch (the held-out curve of a run without a val split)."""
         return pd.DataFrame(self.reader.history(self.run_id, "test_error"), columns=["epoch", "test_error"])
+
+
+def _same(param: str | None, value) -> bool:
+    """A logged param (always text) against a YAML value."""
+    if param is None:
+        return False
+    if isinstance(value, bool):
+        return param == str(value)
+    if isinstance(value, (int, float)):
+        try:
+            return float(param) == float(value)
+        except ValueError:
+            return False
+    return param == str(value)
+
+
+def setup_departures(jobs: list[Job], thesis_setup: dict) -> str:
+    """One line naming every param where some jobs depart from the thesis's setup ('' if none)."""
+    parts = []
+    for key, value in thesis_setup.items():
+        differing = [job.departures({key: value}).get(key) for job in jobs]
+        differing = [v for v in differing if v is not None]
+        if differing:
+            seen = ", ".join(sorted(set(differing)))
+            parts.append(f"{key}={seen} (thesis {str(value).lower() if isinstance(value, bool) else value}; "
+                         f"{len(differing)} of {len(jobs)} models)")
+    return "; ".join(parts)
 
 
 def load_jobs(reader: StoreReader, parent_run_id: str) -> list[Job]:
