@@ -214,3 +214,36 @@ def test_the_knockouts_scores_agree_with_captum_called_directly(wired_run, score
     names = __import__("pgsweep.analyses.units", fromlist=["find_units"]).find_units(
         network, ["act1", "act2", "act3"], x[:1]).names()
     assert list(first.sort_values("step").knocked.iloc[1:6]) == [names[u] for u in np.argsort(-expected[0])[:5]]
+
+
+# ---------------------------------------------------------------- the new criteria in pruning
+
+@pytest.mark.parametrize("criterion", ["grad_x_activation", "grad_x_activation_l2", "integrated_pg", "conductance",
+                                       "taylor_signed", "ablation"])
+def test_a_new_criterion_scores_the_filter_nothing_reads_zero(criterion):
+    """act1 channel 3 of the hand-set knockout net is read by no output: every data-driven score gives it 0,
+    and the criterion is computed as the ranking computes it (Captum's own reduction, for conductance)."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.prune.criteria import filter_scores, normalize_classes
+    from pgsweep.testing.models import KNOCKOUT_WEIGHTS, knockout_images
+
+    net = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(3, 4, 1)), ("act1", nn.ReLU()), ("pool1", nn.AvgPool2d(2)),
+                                     ("flatten", nn.Flatten()), ("fc1", nn.Linear(4, 2))]))
+    with torch.no_grad():
+        net.conv1.weight.zero_()
+        net.conv1.weight[:3, :, 0, 0] = torch.eye(3)
+        net.conv1.weight[3, 0, 0, 0] = 1.0  # a live filter nothing downstream reads
+        net.conv1.bias.zero_()
+        net.fc1.weight.zero_()
+        net.fc1.weight[:, :3] = torch.tensor(KNOCKOUT_WEIGHTS)
+        net.fc1.bias.zero_()
+    net.eval()
+    images, labels = knockout_images()
+    scores = filter_scores(net, criterion, ["act1"], images, labels, ["a", "b"], path_steps=4)["act1"]
+    assert scores.shape == (4,) and scores[3] == 0 and np.abs(scores[:3]).max() > 0
+    expected = class_scores(net, images, labels, ["a", "b"], ["act1"], scores=[criterion], path_steps=4)
+    np.testing.assert_allclose(scores, normalize_classes(expected.scores[criterion]))
