@@ -37,9 +37,9 @@ def faithfulness(table, over: str = "classes") -> Figure:
             ax.errorbar(mean[i], i, xerr=np.nan_to_num(error[:, i : i + 1]), fmt="o", color=colours[i], ms=4,
                         capsize=2, lw=1, zorder=3)
         ax.set_title(title.format(after=after), fontsize=9)
-        ax.set_xlabel(f"mean over {over}, 95% interval ({'right' if good == 'right' else 'left'} = predicts knockout)",
-                      fontsize=8)
+        ax.set_xlabel(f"{'higher' if good == 'right' else 'lower'}: predicts knockout", fontsize=8)
         ax.grid(axis="x", color="0.9", lw=0.6)
+    figure.supxlabel(f"dot: mean over {over}; bar: its 95% interval", fontsize=8)
     axes[0].set_yticks(rows, labels, fontsize=8)
     axes[0].set_ylim(-0.6, len(table) - 0.4)
     return figure
