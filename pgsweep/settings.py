@@ -18,7 +18,9 @@ from pgsweep.analyses.choices import (  # noqa: F401  (the stages' names)
     OPTIMIZE_CHOICES, STEP_KINDS, Perturbation, check_optimize, check_steps,
 )
 from pgsweep.errors import ConfigError, QueryError
-from pgsweep.analyses.choices import DEFAULT_RANK_SCORES, RANK_SCORES  # noqa: F401  (the stages' names)
+from pgsweep.analyses.choices import (  # noqa: F401  (the stages' names)
+    DEFAULT_KNOCKOUT_SCORES, DEFAULT_RANK_SCORES, KNOCKOUT_BASELINES, RANK_SCORES,
+)
 from pgsweep.pg.choices import (  # noqa: F401  (the stages' names)
     CAPTUM_SCORES, ENGINE_SCORES, FILTER_NORMS, PATH_BASELINES, PG_OUTPUTS,
 )
@@ -178,9 +180,19 @@ class KnockoutSettings:
     after: int = 10
     all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
     optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
+    scores: tuple[str, ...] = DEFAULT_KNOCKOUT_SCORES  # each one's strongest- and weakest-first orders
 
     def validate(self) -> None:
         check_optimize(self.optimize, "analysis.knockout.optimize")
+        baselines = [s for s in self.scores if s in KNOCKOUT_BASELINES]
+        if baselines:
+            raise ConfigError(f"analysis.knockout.scores: '{baselines[0]}' is always replayed; list scores only")
+        unknown = [s for s in self.scores if s not in RANK_SCORES]
+        if unknown:
+            raise ConfigError(f"analysis.knockout.scores: unknown score '{unknown[0]}'; "
+                              f"choose from {', '.join(RANK_SCORES)}")
+        if len(set(self.scores)) != len(self.scores):
+            raise ConfigError(f"analysis.knockout.scores lists a score twice: {list(self.scores)}")
         if not self.classes:
             raise ConfigError("analysis.knockout.classes must name classes, or be [all]")
         if self.random_orderings < 0:
@@ -245,6 +257,9 @@ def read_analysis_config(section: Mapping) -> AnalysisSettings:
         if "unknown config key" in str(error):  # name the subsections among the valid keys
             raise ConfigError(f"{error}, {', '.join(_SUBSECTIONS)}") from None
         raise
+    pg = f"pg_{query.output}"
+    if pg not in parts["knockout"].scores:  # the thesis's figures and the summary are drawn from it
+        raise ConfigError(f"analysis.knockout.scores must keep {pg} (the PG of analysis.output={query.output})")
     return AnalysisSettings(query=query, **parts)
 
 
@@ -385,6 +400,8 @@ class PruneSettings:
     score_split: str            # images the data-driven criteria are computed on
     norm: str                   # a filter's score from its map (the PG and loss-gradient criteria)
     image_chunk: int            # images per scoring pass (memory only)
+    baseline: str               # the path's start for integrated_pg, conductance and deeplift
+    path_steps: int             # points on that path
     latency_batch: int          # images per timed forward pass
     latency_repeats: int        # interleaved rounds timing every network once; the median is logged
     output_dir: str             # finished tasks, one folder per (model, settings): resumable
@@ -419,7 +436,9 @@ class PruneSettings:
             raise ConfigError(f"prune.score_split must be one of {', '.join(SCORE_SPLITS)}, got '{self.score_split}'")
         if self.norm not in FILTER_NORMS:
             raise ConfigError(f"prune.norm must be one of {', '.join(FILTER_NORMS)}, got '{self.norm}'")
-        for name in ("image_chunk", "latency_batch", "latency_repeats"):
+        if self.baseline not in PATH_BASELINES:
+            raise ConfigError(f"prune.baseline must be one of {', '.join(PATH_BASELINES)}, got '{self.baseline}'")
+        for name in ("image_chunk", "path_steps", "latency_batch", "latency_repeats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"prune.{name} must be >= 1, got {getattr(self, name)}")
         check_progress_bar(self.progress_bar, "prune.progress_bar")

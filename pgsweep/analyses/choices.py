@@ -14,6 +14,10 @@ from pgsweep.pg.choices import CAPTUM_SCORES, PG_OUTPUTS
 RANK_SCORES = ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor", "taylor_abs", "taylor_signed",
                "grad_x_activation", "grad_x_activation_l2", "integrated_pg", *CAPTUM_SCORES)
 DEFAULT_RANK_SCORES = ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor")
+# the knockout's orderings come from these scores (analysis.knockout.scores); its baselines, the
+# oracle (single knockouts) and random orders, are replayed whatever is listed
+DEFAULT_KNOCKOUT_SCORES = DEFAULT_RANK_SCORES
+KNOCKOUT_BASELINES = ("oracle", "random")
 
 OPTIMIZE_CHOICES = ("auto", "true", "false")
 

@@ -188,15 +188,28 @@ def class_scores(
     return ClassScores(result, counts.numpy().astype(np.int64), units, tuple(class_names), norm)
 
 
-def check_rank_scores(scores: Sequence[str], units: Units) -> None:
-    """ConfigError naming analysis.rank.scores when a score cannot be computed on one of the layers."""
+def check_rank_scores(scores: Sequence[str], units: Units, key: str = "analysis.rank.scores") -> None:
+    """ConfigError naming `key` when a score cannot be computed on one of the layers."""
     for score in scores:
         if score in _PER_IMAGE_SCORES:
             for layer, ndim in zip(units.layers, units.ndims):
                 try:
                     check_score_layer(score, layer, ndim)
                 except QueryError as error:
-                    raise ConfigError(f"analysis.rank.scores: {error}") from None
+                    raise ConfigError(f"{key}: {error}") from None
+
+
+def merge_scores(first: ClassScores, second: ClassScores) -> ClassScores:
+    """Both score sets of the same units and images in one ClassScores (the first's on a name in both)."""
+    if first.units.names() != second.units.names() or not np.array_equal(first.counts, second.counts):
+        raise QueryError("class scores of different units or images cannot be merged")
+    return ClassScores({**second.scores, **first.scores}, first.counts, first.units, first.class_names, first.norm)
+
+
+def pick_scores(scores: ClassScores, names: Sequence[str]) -> ClassScores:
+    """The same ClassScores with only `names`, in that order."""
+    return ClassScores({name: scores.scores[name] for name in names}, scores.counts, scores.units,
+                       scores.class_names, scores.norm)
 
 
 def strongest_weakest(scores: np.ndarray, units: Units, class_names: Sequence[str], k: int) -> pd.DataFrame:

@@ -21,7 +21,9 @@ from pgsweep.analyses.ranking import class_scores
 from pgsweep.prune.schedule import CRITERIA
 from pgsweep.prune.surgery import magnitude_scores, producing_conv
 
-DATA_CRITERIA = ("pg_softmax", "pg_logit", "taylor", "loss_gradient", "activation")
+# the ranking's class scores; the per-image ones (grad_x_activation ...) of each image's own class,
+# for the softmax (deeplift: the logit), as in pgsweep.pg.scores
+DATA_CRITERIA = tuple(c for c in CRITERIA if c not in ("magnitude", "random"))
 
 
 def normalize_classes(scores: np.ndarray) -> np.ndarray:
@@ -48,11 +50,15 @@ def filter_scores(
     seed: int = 0,
     norm: str = "l2",
     image_chunk: int = 128,
+    baseline: str = "zeros",
+    train_mean: torch.Tensor | None = None,
+    path_steps: int = 32,
 ) -> dict[str, np.ndarray]:
     """{layer: (filters,) score} for every activation layer in `layers` (lowest: prune first).
 
     images (N, *input) and labels (N,) feed the data-driven criteria; `seed` draws random's
-    order; magnitude reads the weights of the conv that makes each layer's maps.
+    order; magnitude reads the weights of the conv that makes each layer's maps. baseline,
+    train_mean and path_steps: the path of integrated_pg, conductance and deeplift.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion '{criterion}'")
@@ -65,7 +71,8 @@ def filter_scores(
         rng = np.random.default_rng(seed)
         modules = dict(network.named_modules())
         return {layer: rng.random(modules[producing_conv(network, layer)].out_channels) for layer in layers}
-    got = class_scores(network, images, labels, class_names, list(layers), norm, image_chunk, scores=[criterion])
+    got = class_scores(network, images, labels, class_names, list(layers), norm, image_chunk, scores=[criterion],
+                       baseline=baseline, train_mean=train_mean, path_steps=path_steps)
     combined = normalize_classes(got.scores[criterion])  # (U,)
     ends = np.cumsum(got.units.sizes)
     return {layer: combined[end - size : end] for layer, size, end in zip(got.units.layers, got.units.sizes, ends)}

@@ -142,7 +142,7 @@ def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Docume
     """The report of a thesis multirun: a summary table of verdicts, then a section per claim."""
     import numpy as np
 
-    from pgsweep.report.claims import SECTIONS
+    from pgsweep.report.claims import SECTIONS, faithfulness
     from pgsweep.report.claims.common import spread
     from pgsweep.report.results import setup_departures
     from pgsweep.report.verdicts import VERDICTS
@@ -159,6 +159,7 @@ def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Docume
                 f"Softmax saturation: the median probability a model gives each training image's own class, "
                 f"{spread(saturation)} (`final_train_median_true_probability`); near 1 the softmax is flat, so its "
                 "gradients, and the softmax PG with them, shrink for the most confident classes."])
+    claims += faithfulness.section(body, jobs, rules)  # after 7: it judges scores the thesis did not have
 
     doc = Document()
     doc.heading(1, "Querying Deep Neural Networks with Gradients (Lo 2016): the thesis on the Yale faces")

@@ -31,6 +31,8 @@ _LIMITS: dict[str, tuple[str, float, float]] = {
     "knockout.weak_error": (_NUMBER, 0, 1), "knockout.weak_more_error": (_NUMBER, 0, 1),
     "knockout.weak_margin": (_NUMBER, 0, 1), "knockout.share": (_NUMBER, 0, 1),
     "knockout.many_share": (_NUMBER, 0, 1), "knockout.little": (_NUMBER, 0, 1),
+    "faithfulness.better_margin": (_NUMBER, 0, 2), "faithfulness.min_spearman": (_NUMBER, -1, 1),
+    "faithfulness.saturation_margin": (_NUMBER, 0, 2), "faithfulness.sign_margin": (_NUMBER, 0, 2),
     "targets.margin": (_NUMBER, 0, 1), "induced.rms_bins": (_INTEGER, 1, 1000), "induced.margin": (_NUMBER, 0, 1),
 }
 

@@ -1,8 +1,9 @@
 """Stage `knockout` (thesis Figures 4.1, 4.2, and beyond): error curves as filters are zeroed.
 
 For each chosen class, filters are knocked out strongest-first and weakest-first by every
-score (PG of softmax and logit, loss gradient, activation, Taylor, and the oracle: each
-filter's own single-knockout loss increase), and in random orders. Error on the class's
+score of analysis.knockout.scores (by default PG of softmax and logit, loss gradient,
+activation, Taylor; any score of analysis.rank.scores), by the oracle (each filter's own
+single-knockout loss increase), and in random orders. Error on the class's
 test images and overall test error after every step.
 
 With analysis.knockout.all_images, the PG and random orderings are also replayed on every
@@ -13,6 +14,9 @@ Logs under knockout/: curves.parquet (every step of every ordering, with the ima
 class precision, collapsed-net flag and emptied layers), oracle.parquet, zeroing.parquet
 (where a filter is zeroed: four ways, same predictions?), summary.parquet and summary.md
 (areas, area between directions, errors after `after` knockouts, Spearman with the oracle),
+faithfulness.parquet and faithfulness.png (per score: Spearman with the oracle, class error after
+`after` strongest, overall error after `after` weakest, each against random orders, with 95%
+intervals over classes; pgsweep.analyses.knockout.faithfulness),
 class_<name>.png per class, thesis_class_error.png and thesis_overall_error.png; metrics
 knockout/<score>/<summary>/<class> and knockout/zeroing_agreement/<way>.
 """
@@ -34,6 +38,8 @@ from pgsweep.stages.common import (
     ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name,
     require_images,
 )
+from pgsweep.analyses.knockout.faithfulness import faithfulness_table
+from pgsweep.analyses.ranking import check_rank_scores
 from pgsweep.stages.rank import scores_for
 from pgsweep.errors import ConfigError
 
@@ -72,6 +78,7 @@ def check(ctx) -> None:
         raise ConfigError(
             f"analysis.knockout.after={settings.knockout.after} is larger than the {units.total} filters"
         )
+    check_rank_scores(settings.knockout.scores, units, "analysis.knockout.scores")
     classes = _classes(ctx, settings)
     require_images(ctx, classes, "analysis.knockout.classes")
     require_images(ctx, list(range(len(ctx.images.class_names))), "analysis.rank", settings.rank.split)
@@ -199,7 +206,7 @@ def _markdown(summary: pd.DataFrame, after: int, output: str, images: int, all_i
 def run(ctx) -> None:
     settings: AnalysisSettings = ctx.stage_settings["knockout"]
     tracker, network = ctx.tracker, ctx.model.network
-    scores = scores_for(ctx, settings)
+    scores = scores_for(ctx, settings, settings.knockout.scores)
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
     everything = (ctx.images.images, ctx.images.labels) if settings.knockout.all_images else (None, None)
@@ -220,6 +227,10 @@ def run(ctx) -> None:
     tracker.log_table(summary, "knockout/summary.parquet")
     tracker.log_table(oracle, "knockout/oracle.parquet")
     tracker.log_table(zeroing, "knockout/zeroing.parquet")
+    faithful = faithfulness_table(summary, settings.knockout.after).assign(
+        output=settings.query.output, norm=settings.query.norm, model=ctx.model_uri or tracker.run_id)
+    tracker.log_table(faithful, "knockout/faithfulness.parquet")
+    tracker.log_figure(plots.faithfulness(faithful), "knockout/faithfulness.png")
     after = settings.knockout.after
     tracker.log_text(_markdown(summary, after, settings.query.output, len(labels),
                                len(ctx.images) if settings.knockout.all_images else 0, zeroing),

@@ -161,10 +161,13 @@ class PruneJob:
         counts = removal_counts(widths, fractions)
         number = _layer_numbers(base, self.layers, example)  # filters are named `layer-unit` as in the analyses
 
+        train_mean = self.train_images.mean(0) if settings.baseline == "mean" else None
+
         def scores_of(net, step) -> dict[str, np.ndarray]:  # {layer: score of each channel it has now}
             return filter_scores(net, task.criterion, self.layers, self.score_images, self.score_labels,
                                  self.model.class_names, seed=task.seed * 1000 + step, norm=settings.norm,
-                                 image_chunk=settings.image_chunk)
+                                 image_chunk=settings.image_chunk, baseline=settings.baseline,
+                                 train_mean=train_mean, path_steps=settings.path_steps)
 
         def row(step, fraction, net, alive, removed_now, before, seconds) -> dict:
             after = error_report(net, self.test_images, self.test_labels, self.test_sources, "test")

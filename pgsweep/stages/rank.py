@@ -15,7 +15,8 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.analyses.ranking import (
-    ClassScores, check_rank_scores, class_scores, strongest_weakest, thesis_table_markdown,
+    ClassScores, check_rank_scores, class_scores, merge_scores, pick_scores, strongest_weakest,
+    thesis_table_markdown,
 )
 from pgsweep.stages.common import (
     AnalysisSettings, analysis_units, images_of, network_for_checks, require_images,
@@ -58,17 +59,22 @@ def _fc_layers(ctx) -> list[str]:
     return layers
 
 
-def scores_for(ctx, settings: AnalysisSettings) -> ClassScores:
-    """The class scores the rank stage computed in this run, or computed now (same settings)."""
+def scores_for(ctx, settings: AnalysisSettings, names=None) -> ClassScores:
+    """The class scores `names` (default: analysis.rank.scores): those the rank stage computed in
+    this run are reused, the others computed now (same images and settings)."""
+    names = tuple(settings.rank.scores if names is None else names)
     report = ctx.reports.get("rank")
-    if isinstance(report, RankReport):
-        return report.scores
-    units = analysis_units(ctx, settings, ctx.model.network)
-    images, labels, _ = images_of(ctx, settings.rank.split)
-    q = settings.query
-    train_mean = images_of(ctx, "train")[0].mean(0) if q.baseline == "mean" else None
-    return class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers, q.norm,
-                        q.image_chunk, settings.rank.scores, q.output, q.baseline, train_mean, q.path_steps)
+    done = report.scores if isinstance(report, RankReport) else None
+    missing = [n for n in names if done is None or n not in done.scores]
+    if missing:
+        units = analysis_units(ctx, settings, ctx.model.network)
+        images, labels, _ = images_of(ctx, settings.rank.split)
+        q = settings.query
+        train_mean = images_of(ctx, "train")[0].mean(0) if q.baseline == "mean" else None
+        new = class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers, q.norm,
+                           q.image_chunk, missing, q.output, q.baseline, train_mean, q.path_steps)
+        done = new if done is None else merge_scores(done, new)
+    return pick_scores(done, names)
 
 
 def _log_ranking(tracker, scores: ClassScores, output: str, k: int, prefix: str) -> pd.DataFrame:

@@ -45,14 +45,15 @@ def _curve(rows: pd.DataFrame, column: str, step: int) -> float:
     return float(at[column].mean()) if len(at) else np.nan
 
 
-def measure(jobs: list[Job], rules: Rules) -> pd.DataFrame:
-    """One row per (model, identity): PG's numbers strongest- and weakest-first and the mean of
-    the model's random orders for that identity at the same steps."""
+def measure(jobs: list[Job], rules: Rules, score: str | None = None) -> pd.DataFrame:
+    """One row per (model, identity): PG's numbers (or another knocked-out `score`'s)
+    strongest- and weakest-first and the mean of the model's random orders for that identity
+    at the same steps."""
     r = rules["knockout"]
     after, more, few = r["after"], r["after_more"], r["few"]
     rows = []
     for job in jobs:
-        curves, pg = job.curves, job.pg_score
+        curves, pg = job.curves, score or job.pg_score
         for c, by_class in curves.groupby("class"):
             strongest = by_class[(by_class["score"] == pg) & (by_class["direction"] == "strongest")]
             weakest = by_class[(by_class["score"] == pg) & (by_class["direction"] == "weakest")]
