@@ -172,11 +172,14 @@ class RankSettings:
             raise ConfigError(f"analysis.rank.k must be >= 1, got {self.k}")
 
 
+MODEL_SEED = "model"
+
+
 @dataclass(frozen=True)
 class KnockoutSettings:
     classes: tuple[str, ...] = (ALL_CLASSES,)
-    random_orderings: int = 10
-    seed: int = 0
+    random_orderings: int = 40
+    seed: str = MODEL_SEED  # of the random orders: "model" (from the weights: each model its own) or an integer
     after: int = 10
     all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
     optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
@@ -197,6 +200,8 @@ class KnockoutSettings:
             raise ConfigError("analysis.knockout.classes must name classes, or be [all]")
         if self.random_orderings < 0:
             raise ConfigError(f"analysis.knockout.random_orderings must be >= 0, got {self.random_orderings}")
+        if self.seed != MODEL_SEED and not re.fullmatch(r"\d+", self.seed):
+            raise ConfigError(f"analysis.knockout.seed must be '{MODEL_SEED}' or an integer >= 0, got '{self.seed}'")
         if self.after < 1:
             raise ConfigError(f"analysis.knockout.after must be >= 1, got {self.after}")
 

@@ -184,16 +184,17 @@ def refresh_bench(manifest: dict, quick: bool, only: list[str] | None = None) ->
 
 
 def refresh_thesis(manifest: dict, parent: str, tracking_uri: str | None) -> None:
-    arguments = ["-m", "pgsweep.report", parent, "--summary"]
+    """The thesis summary table of a finished multirun, as the report writes it (its first line
+    names the multirun's command and the commit of the code), then the README's copy of it."""
+    target = GENERATED / "thesis_summary.md"
+    arguments = ["-m", "pgsweep.report", parent, "--summary", "--markdown", str(target)]
     if tracking_uri:
         arguments += ["--tracking-uri", tracking_uri]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"refresh_docs: python {' '.join(arguments)} failed:\n{done.stderr[-3000:]}")
-    command = f"python -m pgsweep.report {parent} --summary"
-    target = GENERATED / "thesis_summary.md"
-    target.write_text(f"{provenance(command)}\n\n{done.stdout.strip()}\n")
+    command = f"python -m pgsweep.report {parent} --summary --markdown {target.relative_to(REPO)}"
     record(manifest, "thesis", [target], command)
     write_readme_summary()
 

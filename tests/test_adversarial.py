@@ -52,6 +52,8 @@ def test_every_point_matches_the_autograd_loop(output, step_kind, clip, prefix):
     for column in ("image", "label", "target", "step_index", "prediction", "success", "induced_error"):
         assert (got[column].to_numpy() == want[column].to_numpy()).all(), column
     assert np.allclose(got.step, want.step)
+    # each point's actual pixel change, against x' - x measured point by point
+    assert np.allclose(got.pixel_rms, want.pixel_rms, rtol=1e-5, atol=1e-9) and (got.pixel_rms > 0).any()
     for column in ("target_confidence", "true_confidence"):
         assert np.allclose(got[column], want[column], atol=2e-6), column
     # the grid is not trivial: the steps change predictions
@@ -166,3 +168,21 @@ def test_mlp_prefix_through_a_generic_sequential():
     fast = adv.evaluate_block(network, x, labels, range(4), range(3), [0.0, 1.0, 5.0], adv.Perturbation("logit", "l2"),
                               adv.find_affine_prefix(network))
     assert np.allclose(plain.target_confidence, fast.target_confidence, atol=1e-6)
+
+
+def test_points_are_binned_by_their_actual_pixel_change_and_drawn_so(tmp_path):
+    from pgsweep import plots
+
+    rms = np.array([2e-3, 2.5e-3, 0.33, 0.35, 0.0, 0.2])
+    points = pd.DataFrame({"label": [0, 0, 0, 0, 0, 1], "target": [1, 2, 1, 2, 1, 1], "pixel_rms": rms,
+                           "success": [False, False, True, True, False, True],
+                           "induced_error": [False, True, True, True, False, True]})
+    binned = adv.by_pixel_rms(points)  # the zero step and the on-target point are left out
+    assert binned.points.tolist() == [2, 2] and binned.success.tolist() == [0.0, 1.0]
+    assert binned.induced_error.tolist() == [0.5, 1.0]
+    assert np.allclose(binned.pixel_rms, [2.25e-3, 0.34])
+    edges = np.asarray(adv.PIXEL_RMS_EDGES)
+    assert all(edges[b] <= r < edges[b + 1] for b, r in zip(binned.rms_bin, binned.pixel_rms))
+    figure = plots.step_kinds(pd.concat([binned.assign(step_kind="raw"), binned.assign(step_kind="sign")]))
+    assert "actual RMS pixel change" in figure.axes[0].get_xlabel()
+    figure.savefig(tmp_path / "step_kinds.png")

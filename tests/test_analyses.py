@@ -19,9 +19,12 @@ from pgsweep.analyses.knockout import (
     area, class_orders, curve_table, emptied_layers, knockout_predictions, knockout_predictions_loop,
     random_orders, single_knockouts, summarize, zeroing_agreement,
 )
+from pgsweep.analyses.knockout.seeds import weights_seed
 from pgsweep.analyses.ranking import class_scores, strongest_weakest, thesis_table_markdown
 from pgsweep.analyses.units import find_units
-from pgsweep.errors import QueryError
+from pgsweep.config import build
+from pgsweep.errors import ConfigError, QueryError
+from pgsweep.settings import KnockoutSettings
 from pgsweep.stages.common import error_report
 from pgsweep.models.convnet import ConvNetSpec, ThesisConvNet
 from pgsweep.pg import prediction_gradients
@@ -334,3 +337,20 @@ def test_readme_analysis_example_runs(yale_like, tmp_path):
     assert namespace["scores"].scores["pg_softmax"].shape == (3, 23)
     assert namespace["run"].predictions.shape == (1, 24, 12)
     assert len(namespace["top"]) == 3 * 2 * 3
+
+
+def test_each_model_seeds_its_own_random_orders_and_a_rerun_draws_the_same():
+    def net(seed):
+        torch.manual_seed(seed)
+        return ThesisConvNet(ConvNetSpec(num_classes=3))
+
+    first, second, same = net(0), net(1), net(2)
+    same.load_state_dict(first.state_dict())
+    assert weights_seed(first) == weights_seed(same)
+    assert weights_seed(first) != weights_seed(second)
+    with torch.no_grad():  # one weight's last bit is enough to change the orders
+        next(same.parameters()).view(-1)[0] = torch.nextafter(next(same.parameters()).view(-1)[0], torch.tensor(1.0))
+    assert weights_seed(first) != weights_seed(same)
+    assert not np.array_equal(random_orders(23, 40, weights_seed(first)), random_orders(23, 40, weights_seed(second)))
+    with pytest.raises(ConfigError, match="analysis.knockout.seed must be 'model' or an integer >= 0, got '-3'"):
+        build(KnockoutSettings, {"seed": -3}, "analysis.knockout")

@@ -57,6 +57,10 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert {"curves.parquet", "summary.parquet", "oracle.parquet", "summary.md", "class_0.png", "class_1.png",
             "thesis_class_error.png", "thesis_overall_error.png"} <= _artifacts(client, run_id, "knockout")
     assert {"image_scores.parquet", "consistency.parquet", "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
+    # every image's PG for every class as target (claim 3's fixed-class vectors), own class included
+    image_scores = _table(client, run_id, "diagrams/image_scores.parquet")
+    assert len(image_scores) == 449 * 10 and image_scores.groupby("image").target.nunique().eq(10).all()
+    assert (image_scores.target == image_scores["class"]).sum() == 449
     assert {"features.parquet", "characteristic_0.png", "lookalike_0.png"} <= _artifacts(client, run_id, "features")
 
     metrics = client.get_run(run_id).data.metrics

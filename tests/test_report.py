@@ -151,3 +151,24 @@ def test_a_regenerated_report_is_the_same_text(thesis, tmp_path):
     child = subprocess.run([*command[:3], thesis[3][0].info.run_id, "--tracking-uri", uri], cwd=folder,
                            capture_output=True, text=True)
     assert child.returncode == 2 and "not a multirun's parent run" in child.stderr
+
+
+@pytest.mark.slow
+def test_barely_trained_models_reproduce_no_knockout_claim(tmp_path, yale_root):
+    """`pgsweep -m +sweep=thesis ... seed=0,1 trainer.max_epochs=1`, the knockout's stages only:
+    against each model's own random orders, no knockout claim may read reproduced or partly."""
+    script = Path(sys.executable).with_name("pgsweep")
+    done = subprocess.run([str(script), "-m", "+sweep=thesis", f"data.root={yale_root}", "seed=0,1",
+                           "trainer.max_epochs=1", "stages=[train,rank,knockout]", "trainer.progress_bar=false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    (parent,) = [r for r in _runs(uri) if r.data.tags.get("pgsweep.multirun") == "parent"]
+    report = Path(MlflowClient(uri).download_artifacts(parent.info.run_id, "report/report.md",
+                                                       str(tmp_path / "dl"))).read_text()
+    summary = _summary(report)
+    knockout = [claim for claim in summary if claim.startswith("4")]
+    assert {"4a", "4b", "4c", "4d"} <= set(knockout)
+    for claim in knockout:
+        assert summary[claim][-1].strip("*") not in ("reproduced", "partly"), summary[claim]

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # modules that are affine maps (eval mode), so a prefix made of them is affine
 _AFFINE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Flatten, nn.Identity,
                  nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.ZeroPad2d)
-RESULT_COLUMNS = ("image", "label", "target", "step_index", "step", "target_confidence",
+RESULT_COLUMNS = ("image", "label", "target", "step_index", "step", "pixel_rms", "target_confidence",
                   "true_confidence", "prediction", "success", "induced_error")
 
 
@@ -95,11 +95,6 @@ def steps_from_norms(norms: pd.DataFrame, step_kind: str, pixels: int,
     """
     per_unit = direction_norm(norms, step_kind, pixels) / math.sqrt(pixels)  # RMS pixel change of a unit step
     return tuple(float(v) for v in np.geomspace(rms_min / per_unit, rms_max / per_unit, count))
-
-
-def pixel_rms(norms: pd.DataFrame, step_kind: str, pixels: int, steps: Sequence[float]) -> np.ndarray:
-    """The RMS pixel change of each step (raw steps: at the median gradient norm), before clipping."""
-    return np.asarray(steps, dtype=np.float64) * direction_norm(norms, step_kind, pixels) / math.sqrt(pixels)
 
 
 # ---------------------------------------------------------------- the affine prefix
@@ -427,11 +422,30 @@ def evaluate_block(
                     logits = out.new_empty(batch, len(targets), len(steps), out.shape[1])
                 logits[rows, t, k] = out
     probs = torch.softmax(logits, dim=3).cpu()  # (B, T, S, C)
-    return _table(probs, labels, image_ids, targets, steps)
+    return _table(probs, labels, image_ids, targets, steps, actual_pixel_rms(images, directions, steps, clip))
+
+
+def actual_pixel_rms(images: torch.Tensor, directions: torch.Tensor, steps: Sequence[float],
+                     clip: tuple[float, float] | None) -> torch.Tensor:
+    """(B, T, S) float64: the RMS over pixels of x' - x, x' = x + s*d (clipped when clip is set).
+
+    images (B, *x), directions (T, B, *x). Unclipped it is s * ||d|| / sqrt(pixels) for each
+    (image, target): a raw step moves each pair by its own gradient's norm, not the median's.
+    """
+    pixels = images[0].numel()
+    if clip is None:
+        norms = directions.flatten(2).to(torch.float64).norm(dim=2).T.cpu()  # (B, T)
+        return norms.unsqueeze(2) * torch.tensor(steps, dtype=torch.float64) / math.sqrt(pixels)
+    out = torch.empty(images.shape[0], directions.shape[0], len(steps), dtype=torch.float64)
+    for t in range(directions.shape[0]):
+        for k, s in enumerate(steps):
+            moved = (images + s * directions[t]).clamp(*clip) - images
+            out[:, t, k] = moved.flatten(1).to(torch.float64).pow(2).mean(dim=1).sqrt().cpu()
+    return out
 
 
 def _table(probs: torch.Tensor, labels: torch.Tensor, image_ids: Sequence[int],
-           targets: Sequence[int], steps: Sequence[float]) -> pd.DataFrame:
+           targets: Sequence[int], steps: Sequence[float], rms: torch.Tensor) -> pd.DataFrame:
     """(B, T, S, C) probabilities -> one row per (image, target, step), ordered so."""
     batch, count, n_steps, _ = probs.shape
     label = labels.to(torch.int64).reshape(batch, 1, 1).expand(batch, count, n_steps)
@@ -448,6 +462,7 @@ def _table(probs: torch.Tensor, labels: torch.Tensor, image_ids: Sequence[int],
         "target": target.flatten().numpy(),
         "step_index": step_index.flatten().numpy(),
         "step": step.flatten().numpy(),
+        "pixel_rms": rms.flatten().numpy(),
         "target_confidence": target_conf.flatten().numpy().astype(np.float32),
         "true_confidence": true_conf.flatten().numpy().astype(np.float32),
         "prediction": prediction.flatten().numpy(),
@@ -473,15 +488,33 @@ def perturbed_images(network: nn.Module, images: torch.Tensor, targets: Sequence
 def summaries(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per_step, per_target) tables over the off-target points (target != true class).
 
-    per_step: step_index, step, success, induced_error, points
-    per_target: target, step_index, step, success, induced_error, points
+    per_step: step_index, step, success, induced_error, points (, pixel_rms: median over the points)
+    per_target: target, step_index, step, success, induced_error, points (, pixel_rms)
     """
     off = results[results.target != results.label]
     agg = {"success": ("success", "mean"), "induced_error": ("induced_error", "mean"),
            "points": ("success", "size")}
+    if "pixel_rms" in off:  # a step's actual pixel change differs from point to point: the median
+        agg["pixel_rms"] = ("pixel_rms", "median")
     per_step = off.groupby(["step_index", "step"], as_index=False).agg(**agg)
     per_target = off.groupby(["target", "step_index", "step"], as_index=False).agg(**agg)
     return per_step, per_target
+
+
+# fixed edges (quarter decades of RMS pixel change), so bins mean the same in every model
+PIXEL_RMS_EDGES = tuple(float(v) for v in 10.0 ** np.arange(-5.0, 1.01, 0.25))
+
+
+def by_pixel_rms(results: pd.DataFrame) -> pd.DataFrame:
+    """Off-target points binned by their actual pixel_rms (PIXEL_RMS_EDGES; points beyond
+    the edges go to the end bins): rms_bin, pixel_rms (median in the bin), success,
+    induced_error, points. Steps of different kinds are compared at the same pixel change so."""
+    off = results[(results.target != results.label) & (results.pixel_rms > 0)]
+    edges = np.asarray(PIXEL_RMS_EDGES)
+    bins = np.clip(np.searchsorted(edges, off.pixel_rms.to_numpy(), side="right") - 1, 0, len(edges) - 2)
+    return off.assign(rms_bin=bins).groupby("rms_bin", as_index=False).agg(
+        pixel_rms=("pixel_rms", "median"), success=("success", "mean"),
+        induced_error=("induced_error", "mean"), points=("success", "size"))
 
 
 def easiest_targets(per_target: pd.DataFrame) -> pd.DataFrame:

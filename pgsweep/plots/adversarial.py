@@ -26,7 +26,8 @@ def _log_labels(axis) -> None:
 
 
 def _rms_axis(ax, per_step) -> None:
-    """A second x axis on top: the root-mean-square pixel change each step makes (median over points)."""
+    """A second x axis on top: the RMS pixel change of x' - x at each step, the median over the
+    off-target points (raw steps move each point by its own gradient's norm)."""
     if "pixel_rms" not in per_step or not (per_step["step"] > 0).all():
         return
     ratio = float(np.median(per_step["pixel_rms"] / per_step["step"]))
@@ -34,7 +35,7 @@ def _rms_axis(ax, per_step) -> None:
         return
     top = ax.secondary_xaxis("top", functions=(lambda s: s * ratio, lambda r: r / ratio))
     _log_labels(top.xaxis)
-    top.set_xlabel("RMS pixel change (pixels in [0, 1]; median over images and targets)", fontsize=8)
+    top.set_xlabel("actual RMS pixel change of x' - x (pixels in [0, 1]; median over the points)", fontsize=8)
 
 
 def adversarial_examples(pixels, titles, row_labels) -> Figure:
@@ -101,31 +102,33 @@ def adversarial_induced_error(per_target, per_step, class_names=None) -> Figure:
                              "Classifier error induced by the perturbation (thesis Figure 4.7)", class_names)
 
 
-def step_kinds(per_step_by_kind) -> Figure:
-    """Raw gradient steps (the thesis) beside sign steps, on one pixel-change axis: success
-    and induced error. per_step_by_kind: per_step rows with a `step_kind` and `pixel_rms` column;
-    with a `run` column (several models) the mean over runs is drawn, with its range as a band."""
+def step_kinds(by_kind) -> Figure:
+    """Raw gradient steps (the thesis) beside sign steps at the same actual pixel change:
+    success and induced error. by_kind: rows (step_kind, rms_bin, pixel_rms, success,
+    induced_error) of off-target points binned by each point's actual RMS pixel change
+    (pgsweep.analyses.adversarial.by_pixel_rms); with a `run` column (several models) the
+    mean over runs is drawn, with its range as a band."""
     figure = new_figure(7.0, 4.4)
     ax = figure.add_subplot()
     styles = {"raw": "#0072B2", "l2": "#009E73", "sign": "#D55E00"}
-    for (kind, column), rows in per_step_by_kind.melt(
-            id_vars=["step_kind", "step_index", "pixel_rms"] + (["run"] if "run" in per_step_by_kind else []),
+    for (kind, column), rows in by_kind.melt(
+            id_vars=["step_kind", "rms_bin", "pixel_rms"] + (["run"] if "run" in by_kind else []),
             value_vars=["success", "induced_error"], var_name="column").groupby(["step_kind", "column"]):
-        by_step = rows.groupby("step_index")
-        x = by_step.pixel_rms.mean().to_numpy()
-        mean = by_step.value.mean().to_numpy()
+        by_bin = rows.groupby("rms_bin")
+        x = by_bin.pixel_rms.median().to_numpy()
+        mean = by_bin.value.mean().to_numpy()
         style = "-" if column == "induced_error" else "--"
         what = "induced error" if column == "induced_error" else "targeted success"
         ax.plot(x, mean, style, color=styles.get(kind, "black"), marker="o", ms=3, label=f"{kind} steps: {what}")
         if "run" in rows and rows["run"].nunique() > 1:
-            ax.fill_between(x, by_step.value.min().to_numpy(), by_step.value.max().to_numpy(),
+            ax.fill_between(x, by_bin.value.min().to_numpy(), by_bin.value.max().to_numpy(),
                             color=styles.get(kind, "black"), alpha=0.12, lw=0)
     ax.set_xscale("log")
     _log_labels(ax.xaxis)
-    ax.set_xlabel("RMS pixel change (pixels in [0, 1])")
-    ax.set_ylabel("share of (image, target) points")
+    ax.set_xlabel("actual RMS pixel change of x' - x (pixels in [0, 1]; median of a quarter-decade bin)")
+    ax.set_ylabel("share of off-target (image, target, step) points")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Raw PG steps (thesis) vs sign steps, same pixel change", fontsize=10)
+    ax.set_title("Raw PG steps (thesis) vs sign steps, binned by each point's actual pixel change", fontsize=10)
     legend_below(figure, ax, columns=2)
     return figure
 

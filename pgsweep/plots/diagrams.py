@@ -1,5 +1,5 @@
 """Thesis Table 4.1: each image's PG per filter drawn as the network, beside the image.
-Reads diagrams/image_scores.parquet (one row per test image, a column per filter)."""
+Reads the own-class rows of diagrams/image_scores.parquet (a column per filter)."""
 
 from __future__ import annotations
 

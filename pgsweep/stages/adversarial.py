@@ -108,8 +108,6 @@ def run(ctx) -> None:
     indices = _image_indices(ctx, settings)
     images, labels = ctx.images.images[indices], ctx.images.labels[indices]
     targets = settings.targets or tuple(range(len(model.class_names)))
-    pixels = int(np.prod(images.shape[1:]))
-
     norms = math_.gradient_norms(network, images[:64], labels[:64], targets, settings.output, indices[:64])
     tracker.log_table(norms, "adversarial/gradient_norms.parquet")
     kinds = [settings.step_kind] + ([settings.compare_step_kind] if settings.compare_step_kind != "none" else [])
@@ -120,15 +118,13 @@ def run(ctx) -> None:
             job, results, stats, folder = _sweep(ctx, settings, ray, images, labels, indices, targets, norms,
                                                  kind, log_params=kind == settings.step_kind)
             per_step, per_target = math_.summaries(results)
-            per_step["pixel_rms"] = math_.pixel_rms(norms, kind, pixels, per_step["step"])
-            per_target["pixel_rms"] = math_.pixel_rms(norms, kind, pixels, per_target["step"])
             if kind == settings.step_kind:
                 main = (job, results, per_step, per_target, stats, folder)
             else:
                 tracker.log_table(per_target, f"adversarial/{kind}_per_target.parquet")
                 tracker.log_metrics({f"adversarial/{kind}/mean_success": float(per_step.success.mean()),
                                      f"adversarial/{kind}/mean_induced_error": float(per_step.induced_error.mean())})
-            by_kind.append(per_step.assign(step_kind=kind))
+            by_kind.append(math_.by_pixel_rms(results).assign(step_kind=kind))
     job, results, per_step, per_target, stats, folder = main
     easiest = math_.easiest_targets(per_target)
     _log(ctx, settings, results, per_step, per_target, easiest, stats, job)

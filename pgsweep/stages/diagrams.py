@@ -1,6 +1,7 @@
 """Stage `diagrams` (thesis Table 4.1): per-image PG per filter drawn as the network, beside the image.
 
-Logs under diagrams/: image_scores.parquet (every test image's own-class PG per filter),
+Logs under diagrams/: image_scores.parquet (every test image's PG per filter for every class as
+`target`, one row per (image, target); target == class is the own-class PG),
 consistency.parquet (within- vs between-class correlation of those vectors), network_pg.png;
 metrics diagrams/within_class_correlation, diagrams/between_class_correlation and
 diagrams/consistency_p_value (a permutation test of within - between).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
+import torch
 
 from pgsweep import plots
 from pgsweep.analyses.diagrams import choose_images, consistency, consistency_test, image_filter_scores
@@ -48,7 +50,14 @@ def run(ctx) -> None:
     frame = {"image": indices, "source": [ctx.images.sources[i] for i in indices],
              "class": labels.numpy(), "class_name": [names[c] for c in labels.tolist()]}
     scores = pd.concat([pd.DataFrame(frame), pd.DataFrame(vectors, columns=units.names())], axis=1)
-    ctx.tracker.log_table(scores, "diagrams/image_scores.parquet")
+    # every class's PG for every image too: own-class vectors share the output unit within a
+    # class, so claim 3 compares images on one fixed class's PG at a time (target column)
+    fixed = []
+    for target in range(len(names)):
+        target_vectors, _ = image_filter_scores(network, images, torch.full_like(labels, target), units.layers,
+                                                settings.query.output, settings.query.norm, settings.query.image_chunk)
+        fixed.append(scores.assign(target=target).assign(**dict(zip(units.names(), target_vectors.T))))
+    ctx.tracker.log_table(pd.concat(fixed, ignore_index=True), "diagrams/image_scores.parquet")
     agreement = consistency(vectors, labels.numpy(), names)
     ctx.tracker.log_table(agreement, "diagrams/consistency.parquet")
     overall = agreement[agreement["class"] == -1].iloc[0]

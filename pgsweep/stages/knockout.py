@@ -34,6 +34,8 @@ from pgsweep.analyses.knockout import (
     COLLAPSE_SHARE, ZEROINGS, KnockoutRun, class_errors, class_orders, curve_table, knockout_predictions,
     random_orders, single_knockouts, summarize, zeroing_agreement,
 )
+from pgsweep.analyses.knockout.seeds import weights_seed
+from pgsweep.settings import MODEL_SEED
 from pgsweep.stages.common import (
     ALL_CLASSES, AnalysisSettings, analysis_units, class_indices, images_of, metric_name,
     require_images,
@@ -98,7 +100,9 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     optimize = settings.knockout.optimize
     oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk, optimize)
     oracle["class_name"] = [names[c] for c in oracle["class"]]
-    randoms = random_orders(units.total, settings.knockout.random_orderings, settings.knockout.seed)
+    seed = settings.knockout.seed
+    randoms = random_orders(units.total, settings.knockout.random_orderings,
+                            weights_seed(network) if seed == MODEL_SEED else int(seed))
     per_class = []
     for c in classes:
         oracle_c = oracle[oracle["class"] == c].sort_values("unit")["loss_increase"].to_numpy()

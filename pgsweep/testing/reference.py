@@ -32,6 +32,7 @@ def per_point_loop(network: nn.Module, images: torch.Tensor, labels: torch.Tenso
                 with torch.no_grad():
                     probs = torch.softmax(network(moved), 1)[0]
                 pred = int(probs.argmax())
-                rows.append((int(image_id), label, int(t), k, float(s), float(probs[t]), float(probs[label]),
+                rms = float((moved - x.detach()).double().pow(2).mean().sqrt())  # the pixel change, measured
+                rows.append((int(image_id), label, int(t), k, float(s), rms, float(probs[t]), float(probs[label]),
                              pred, pred == t and t != label, pred != label))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

@@ -142,17 +142,12 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
     if kinds:
         table = pd.concat([j.table("adversarial/step_kinds.parquet").assign(run=j.run_id) for j in kinds])
         drawn = plots.step_kinds(table)
-        for ax in drawn.axes:
-            ax.set_xlabel("nominal RMS pixel change of the step (raw steps: at the median gradient norm)")
-            ax.set_title("Raw PG steps (thesis) vs sign steps, by nominal step size", fontsize=10)
-        doc.paragraph(f"The sign-step variant beside the thesis's raw steps ({len(kinds)} models), not judged. A sign "
-                      "step moves every pixel by the same amount, so its nominal RMS is its actual one; a raw step's "
-                      "nominal RMS holds only at the median gradient norm, and its actual change differs from pair "
-                      "to pair by orders of magnitude, so the two are not compared at the same pixel change.")
+        doc.paragraph(f"The sign-step variant beside the thesis's raw steps ({len(kinds)} models), not judged, "
+                      f"compared at the same actual pixel change: each point's `{PIXEL_RMS}`, binned.")
         doc.figure(figure("step_kinds.png", drawn,
-                          "x: the step's nominal RMS pixel change (raw: at the median gradient norm, not each "
-                          "pair's actual change); y: share of (image, target) points; dashed: targeted success, "
-                          "solid: induced error; band: range over the models."))
+                          f"x: the actual RMS pixel change of x' - x (`{PIXEL_RMS}`), median of each quarter-decade "
+                          "bin; y: share of off-target (image, target, step) points in the bin; dashed: targeted "
+                          "success, solid: induced error; band: range over the models."))
     first = jobs[0]
     for name, caption in (("fig4_6_success.png", "Figure 4.6: targeted success per target"),
                           ("fig4_7_induced_error.png", "Figure 4.7: induced error per target")):
