@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -65,7 +66,15 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert metrics["rank/filters"] == 23 and metrics["rank/images"] == 449
     for name in ("auc_strongest", "auc_weakest", "area_between", "spearman_oracle"):
         assert f"knockout/pg_softmax/{name}/class_0" in metrics and f"knockout/taylor/{name}/mean" in metrics
-    assert -1 <= metrics["diagrams/within_class_correlation"] <= 1
+    # recomputed from the logged per-image scores: z-score each filter, then Pearson per image pair
+    image_scores = _table(client, run_id, "diagrams/image_scores.parquet")
+    vectors = image_scores[[c for c in image_scores if "-" in c]].to_numpy(np.float64)
+    vectors = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1.0)
+    corr = np.corrcoef(vectors)
+    same = image_scores["class"].to_numpy()[:, None] == image_scores["class"].to_numpy()[None, :]
+    off_diagonal = ~np.eye(len(image_scores), dtype=bool)
+    assert metrics["diagrams/within_class_correlation"] == pytest.approx(corr[same & off_diagonal].mean(), abs=1e-9)
+    assert metrics["diagrams/between_class_correlation"] == pytest.approx(corr[~same].mean(), abs=1e-9)
 
     scores = _table(client, run_id, "rank/class_scores.parquet")
     assert len(scores) == 10 * 23 and {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor"} <= set(scores)
