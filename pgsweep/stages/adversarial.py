@@ -97,7 +97,16 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
                             "adversarial.shard_folder": str(folder.resolve()),
                             "adversarial.shards": len(shards)})
     stats = run_sweep(job, store, ray, progress=settings.show_progress_bar())
+    if log_params:
+        tracker.log_params({"adversarial.inference_copy_used": _copy_used(store)})
     return job, job.gather(store.tables(shards)), stats, folder
+
+
+def _copy_used(store: ShardStore) -> bool | str:
+    """Whether the shards ran on the inference copy: true, false, or "some" (the copy's check
+    is per target set, so shards of one sweep may differ)."""
+    used = {record["inference_copy_used"] for record in store.finished().values() if "inference_copy_used" in record}
+    return used.pop() if len(used) == 1 else ("some" if used else "unknown")
 
 
 def run(ctx) -> None:

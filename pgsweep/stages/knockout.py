@@ -79,7 +79,8 @@ def check(ctx) -> None:
 
 def knockout_analysis(network, test_images, test_labels, scores, classes, settings: AnalysisSettings,
                       all_images=None, all_labels=None):
-    """Every class's curves, the oracle, and the summaries; plain tables, nothing logged.
+    """Every class's curves, the summaries, the oracle, and whether the replay ran on the
+    network's inference copy; plain tables, nothing logged.
 
     With all_images/all_labels (every image of the data set), the PG orderings and the random
     ones are also replayed on them, for the class error on all of a class's images
@@ -131,7 +132,7 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
         summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
     curves_table = pd.concat(curves, ignore_index=True)
     summary = pd.concat(summaries, ignore_index=True)
-    return curves_table, summary, oracle
+    return curves_table, summary, oracle, run.inference_copy_used
 
 
 def _mean_rows(summary: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +204,9 @@ def run(ctx) -> None:
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
     everything = (ctx.images.images, ctx.images.labels) if settings.knockout.all_images else (None, None)
-    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings, *everything)
+    curves, summary, oracle, copy_used = knockout_analysis(network, images, labels, scores, classes, settings,
+                                                           *everything)
+    tracker.log_params({"analysis.knockout.inference_copy_used": copy_used})
     counts = curves.groupby("class")[["class_images", "class_images_all"]].first()
     summary = summary.join(counts, on="class")
     summary = pd.concat([summary, _mean_rows(summary)], ignore_index=True)

@@ -364,7 +364,8 @@ def run_sweep(
     bar: _Progress | None = None
 
     def finish(shard: Piece, table, meta: dict) -> None:
-        store.save(shard, table, **meta)
+        # the job's own notes on how the piece was computed (table.attrs: the inference copy's use)
+        store.save(shard, table, **{**table.attrs, **meta})
         points = len(table)
         stats.computed += 1
         stats.points += points

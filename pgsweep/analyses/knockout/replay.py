@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgsweep.analyses.graph import GraphReplay, graph_replay
-from pgsweep.analyses.inference import on_inference_copy
+from pgsweep.analyses.inference import knockout_check, on_inference_copy
 from pgsweep.analyses.units import Units
 from pgsweep.errors import QueryError
 from pgsweep.pg.engine import eval_mode
@@ -45,10 +45,12 @@ class KnockoutRun:
 
     predictions: (R, S + 1, N) int64 predicted class; step 0 is the intact network
     losses:      (R, S + 1, N) float32 cross-entropy of each image at each step
+    inference_copy_used: whether it ran on the network's inference copy
     """
 
     predictions: np.ndarray
     losses: np.ndarray
+    inference_copy_used: bool = False
 
 
 def _check_orders(orders: np.ndarray, units: Units, steps: int | None) -> tuple[np.ndarray, int]:
@@ -111,7 +113,13 @@ def knockout_predictions(
     """
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = on_inference_copy(network, images, units.layers, optimize)
+    chosen, images = on_inference_copy(network, images, units.layers, optimize, knockout_check(units.layers))
+    run = _replay(chosen, images, labels, units, orders, steps, image_chunk)
+    return replace(run, inference_copy_used=chosen is not network)
+
+
+def _replay(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, units: Units,
+            orders: np.ndarray, steps: int, image_chunk: int) -> KnockoutRun:
     split = _segments(network, units.layers)
     if split is None:
         replay = graph_replay(network, units.layers, "knockout")
@@ -250,7 +258,8 @@ def knockout_predictions_loop(
     the two agree bit for bit; optimize=false is the loop on the network as given."""
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = on_inference_copy(network, images, units.layers, optimize)
+    given = network
+    network, images = on_inference_copy(network, images, units.layers, optimize, knockout_check(units.layers))
     modules = dict(network.named_modules())
     knocked: dict[str, list[int]] = {layer: [] for layer in units.layers}
 
@@ -284,4 +293,4 @@ def knockout_predictions_loop(
     finally:
         for handle in handles:
             handle.remove()
-    return KnockoutRun(predictions, losses)
+    return KnockoutRun(predictions, losses, network is not given)
