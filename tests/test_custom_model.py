@@ -316,6 +316,12 @@ def _bad_weights(tmp_path: Path) -> str:
     return str(tmp_path / "bad.pt")
 
 
+def _rgb_weights(tmp_path: Path) -> str:
+    """Weights of a net trained on 3-channel images."""
+    torch.save(TinyResNet(num_classes=3, width=4, in_channels=3).state_dict(), tmp_path / "rgb.pt")
+    return str(tmp_path / "rgb.pt")
+
+
 @pytest.mark.parametrize("overrides, message", [
     (("model.net._target_=???",), "model.net._target_ is not set: name the network's class"),
     (("model.net._target_=test_custom_model.Features",),
@@ -330,11 +336,15 @@ def _bad_weights(tmp_path: Path) -> str:
      "analysis.layers: unknown layer 'layer1.0.act9'; valid layers: input, conv, bn, act, layer1, layer1.0,"),
     (("data.channels=1", "+model.net.in_channels=3"),
      "data.channels=1, but the net's first layer (conv) takes 3 channels: set data.channels=3"),
+    (("data.channels=1", "model.weights=RGB", "stages=[evaluate]"),
+     "do not fit TinyResNet: its first conv 'conv.weight' takes 3 input channels, the data has 1: "
+     "set data.channels=3"),
 ])
 def test_bad_input_is_one_line_before_any_run(rgb_folder, tmp_path, compose_config, overrides, message):
     from pgsweep.pipeline import run_pipeline
 
-    overrides = tuple(o.replace("BAD", _bad_weights(tmp_path)) for o in overrides)
+    overrides = tuple(o.replace("BAD", _bad_weights(tmp_path)).replace("RGB", _rgb_weights(tmp_path))
+                      for o in overrides)
     custom = tuple(o for o in CUSTOM if not any(o.split("=")[0] == v.split("=")[0] for v in overrides))
     cfg = compose_config(*custom, f"data.root={rgb_folder}", *overrides)
     with pytest.raises(PgsweepError) as error:
