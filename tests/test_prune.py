@@ -402,3 +402,19 @@ def test_the_command_answers_bad_prune_input_in_one_line_with_status_2(tmp_path,
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("pgsweep: error: prune")
     assert list(tmp_path.iterdir()) == []  # no store, no run, no outputs folder
+
+
+def test_the_summary_shows_no_spread_for_one_seed():
+    from pgsweep.prune.summary import markdown
+
+    def curves(seeds):
+        rows = [{"criterion": c, "seed": s, "step": step, "removed_fraction": 0.25 * step, "test_error": 0.1 + 0.05 * step
+                 + 0.01 * s, "test_error_before": 0.3, "params": 100 - step, "macs": 1000 - step, "latency_ms": 1.0,
+                 "mode": "global", "filters_total": 23, "latency_batch": 64}
+                for c in ("pg_softmax", "random") for s in seeds for step in (0, 1, 2)]
+        return pd.DataFrame(rows)
+
+    one = markdown(curves([0]))
+    assert "| pg_softmax | 0.200 (one seed) |" in one and "±" not in one.split("\n", 3)[3]
+    two = markdown(curves([0, 1]))
+    assert "| pg_softmax | 0.205 ± 0.007 [0.200, 0.210] |" in two
