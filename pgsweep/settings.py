@@ -125,8 +125,13 @@ class QuerySettings:
     norm: str = "l2"
     layers: tuple[str, ...] = (CONV_LAYERS,)
     image_chunk: int = 128
+    progress_bar: str = "auto"  # the ranking's and the knockout's bars: auto (on a terminal), true, false
+
+    def show_progress_bar(self) -> bool:
+        return show_progress_bar(self.progress_bar, sys.stderr)
 
     def validate(self) -> None:
+        check_progress_bar(self.progress_bar, "analysis.progress_bar")
         if self.output not in PG_OUTPUTS:
             raise ConfigError(f"analysis.output must be one of {', '.join(PG_OUTPUTS)}, got '{self.output}'")
         if self.norm not in FILTER_NORMS:
@@ -160,9 +165,15 @@ class KnockoutSettings:
     after: int = 10
     all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
     optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
+    max_steps: int = 64  # knockouts replayed per ordering: the first N (the thesis convnet's 23 in full)
 
     def validate(self) -> None:
         check_optimize(self.optimize, "analysis.knockout.optimize")
+        if self.max_steps < 1:
+            raise ConfigError(f"analysis.knockout.max_steps must be >= 1, got {self.max_steps}")
+        if self.after > self.max_steps:
+            raise ConfigError(f"analysis.knockout.after={self.after} is larger than "
+                              f"analysis.knockout.max_steps={self.max_steps}")
         if not self.classes:
             raise ConfigError("analysis.knockout.classes must name classes, or be [all]")
         if self.random_orderings < 0:

@@ -12,7 +12,7 @@ kept, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,11 +81,13 @@ def class_scores(
     norm: str = "l2",
     image_chunk: int = 128,
     scores: Sequence[str] = tuple(SCORES),
+    progress: Callable[[int], None] | None = None,
 ) -> ClassScores:
     """Score every unit of `layers` for every class, streaming `images` in chunks.
 
     images: (N, *input) with labels (N,) in 0..K-1, K = len(class_names).
     Memory: one chunk's activations and gradients plus (K, *activation) sums per layer.
+    progress(n): n more images scored.
     """
     if norm not in NORMS:
         raise QueryError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
@@ -128,6 +130,8 @@ def class_scores(
                 total = _class_sum(values, y, num_classes).double()
                 sums = unit_sums[score]
                 sums[layer] = total if layer not in sums else sums[layer] + total
+        if progress is not None:
+            progress(len(x))
     present = counts > 0
     divisor = counts.clamp_min(1)
 

@@ -20,6 +20,7 @@ from pgsweep.stages.common import (
 )
 from pgsweep.analyses.units import activation_layers
 from pgsweep.errors import ConfigError
+from pgsweep.progress import progress_bar
 
 __all__ = ["check", "run", "scores_for", "RankReport"]
 
@@ -62,8 +63,9 @@ def scores_for(ctx, settings: AnalysisSettings) -> ClassScores:
         return report.scores
     units = analysis_units(ctx, settings, ctx.model.network)
     images, labels, _ = images_of(ctx, settings.rank.split)
-    return class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers,
-                        settings.query.norm, settings.query.image_chunk)
+    with progress_bar(len(images), "rank", settings.query.show_progress_bar(), unit="image") as bar:
+        return class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers,
+                            settings.query.norm, settings.query.image_chunk, progress=bar.update)
 
 
 def _log_ranking(tracker, scores: ClassScores, output: str, k: int, prefix: str) -> pd.DataFrame:
@@ -100,8 +102,9 @@ def run(ctx) -> None:
     fc_scores = None
     if settings.rank.fc_units:
         images, labels, _ = images_of(ctx, settings.rank.split)
-        fc_scores = class_scores(ctx.model.network, images, labels, ctx.images.class_names, _fc_layers(ctx),
-                                 settings.query.norm, settings.query.image_chunk)
+        with progress_bar(len(images), "rank: fc units", settings.query.show_progress_bar(), unit="image") as bar:
+            fc_scores = class_scores(ctx.model.network, images, labels, ctx.images.class_names, _fc_layers(ctx),
+                                     settings.query.norm, settings.query.image_chunk, progress=bar.update)
         _log_ranking(tracker, fc_scores, settings.query.output, min(settings.rank.k, fc_scores.units.total), "fc_")
     log.info("ranked %d filters for %d classes on %d images", scores.units.total, len(scores.class_names),
              int(scores.counts.sum()))

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from pgsweep.errors import ConfigError
+from pgsweep.progress import progress_bar
 from pgsweep.settings import RaySettings  # noqa: F401  (light, for config checks; re-exported)
 from pgsweep.sweep.job import Job, Piece
 from pgsweep.sweep.store import ShardStore
@@ -322,10 +323,7 @@ class _Progress:
     """Shards done of total and points per second, on stderr (tqdm)."""
 
     def __init__(self, total: int, done: int, enabled: bool, label: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=done, unit="shard", desc=label,
-                        disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+        self.bar = progress_bar(total, label, enabled, unit="shard", initial=done)
         self.started, self.points = time.perf_counter(), 0
 
     def update(self, points: int) -> None:
