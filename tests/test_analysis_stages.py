@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from pgsweep.cli import config_dir
 from pgsweep.errors import ConfigError, ModelError
@@ -177,3 +178,60 @@ def test_model_ref_with_other_classes_or_a_class_without_test_images(analysed, y
     with pytest.raises(ConfigError, match="analysis.knockout.classes: class '0' has no test images"):
         run_pipeline(cfg)
     assert _runs(store) == before
+
+
+# ---------------------------------------------------------------- the knockout on a bigger net: budget, plan, progress
+
+def test_knockout_on_a_residual_net_shows_progress_an_estimate_and_keeps_to_its_step_budget(capsys, caplog):
+    import logging
+
+    import torch
+
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.analyses.units import default_layers
+    from pgsweep.settings import read_analysis_config
+    from pgsweep.stages.knockout import knockout_analysis
+    from pgsweep.testing.models import small_resnet
+
+    torch.manual_seed(0)
+    net = small_resnet(num_classes=3, width=4).eval()
+    images, labels = torch.rand(12, 3, 16, 16), torch.arange(12) % 3
+    scores = class_scores(net, images, labels, ("a", "b", "c"), default_layers(net, images[:1]))
+    assert scores.units.total > 6
+    settings = read_analysis_config({"progress_bar": "true",
+                                     "knockout": {"max_steps": 6, "after": 3, "random_orderings": 2}})
+    with caplog.at_level(logging.INFO, logger="pgsweep.stages.knockout"):
+        curves, summary, oracle, _ = knockout_analysis(net, images, labels, scores, [0, 1], settings)
+    assert curves.step.max() == 6 and set(curves.groupby(["class", "score", "direction", "seed"]).step.max()) == {6}
+    assert len(oracle) == 3 * scores.units.total  # the single knockouts are not capped
+    (plan,) = [r.getMessage() for r in caplog.records if "at most about" in r.getMessage()]
+    assert f"2 classes x 14 orderings x 6 steps of {scores.units.total} (analysis.knockout.max_steps)" in plan
+    assert "on 12 test images" in plan and "one step took" in plan
+    bars = capsys.readouterr().err
+    assert "knockout: single knockouts" in bars and f"{scores.units.total}/{scores.units.total}" in bars
+    assert "knockout: orderings" in bars and f"{2 * 14 * 6}/{2 * 14 * 6}" in bars
+    quiet = read_analysis_config({"progress_bar": "false", "knockout": {"max_steps": 6, "after": 3,
+                                                                         "random_orderings": 2}})
+    knockout_analysis(net, images, labels, scores, [0], quiet)
+    assert "knockout:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("knockout, message", [
+    ({"max_steps": 0}, "analysis.knockout.max_steps must be >= 1, got 0"),
+    ({"max_steps": "many"}, "analysis.knockout.max_steps must be int, got 'many'"),
+    ({"max_steps": 5}, "analysis.knockout.after=10 is larger than analysis.knockout.max_steps=5"),
+])
+def test_a_bad_step_budget_is_one_line(knockout, message):
+    from pgsweep.settings import read_analysis_config
+
+    with pytest.raises(ConfigError) as error:
+        read_analysis_config({"knockout": knockout})
+    assert str(error.value) == message
+
+
+def test_the_thesis_convnets_filters_fit_the_default_step_budget():
+    from pgsweep.settings import read_analysis_config
+
+    default = read_analysis_config(OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "analysis" / "default.yaml")))
+    assert default.knockout.max_steps >= 5 + 8 + 10  # act1..act3 of the thesis convnet
+    assert default.query.progress_bar == "auto"
