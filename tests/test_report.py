@@ -112,6 +112,12 @@ def test_the_reports_numbers_are_the_logged_metrics(thesis):
         assert len(values) == 4 * 15
         met = sum(test(v) for v in values)
         assert summary[key][2].startswith(f"{met / len(values):.2f} ({met} of {len(values)})"), summary[key]
+        # the verdict, by its rule: 80% of the pairs; else partly at 20% or where a model passes on average
+        on_average = [test(np.mean([v for k, v in m.items() if k.startswith(f"knockout/pg_softmax/{metric}/class_")]))
+                      for m in by_label.values()]
+        expected = "reproduced" if met / len(values) >= 0.8 else \
+            "partly" if met / len(values) >= 0.2 or any(on_average) else "not reproduced"
+        assert summary[key][-1].strip("*") == expected, summary[key]
     # PG's Spearman with the oracle: the mean over models of each model's logged mean
     rho = np.mean([m["knockout/pg_softmax/spearman_oracle/mean"] for m in by_label.values()])
     (row,) = [r for r in _table_rows(report, "4. Knockout (Figures 4.1, 4.2; sections 4.2.2-4.2.5)")
@@ -139,3 +145,13 @@ def test_a_regenerated_report_is_the_same_text(thesis, tmp_path):
     child = subprocess.run([*command[:3], thesis[3][0].info.run_id, "--tracking-uri", uri], cwd=folder,
                            capture_output=True, text=True)
     assert child.returncode == 2 and "not a multirun's parent run" in child.stderr
+
+
+def test_the_knockout_verdict_gives_each_outcome_by_its_rule():
+    from pgsweep.report.thesis import _knockout_verdict
+
+    assert _knockout_verdict(0.8, False, 0.8) == "reproduced"
+    assert _knockout_verdict(0.79, True, 0.8) == "partly"  # a model passes on average
+    assert _knockout_verdict(0.2, False, 0.8) == "partly"
+    assert _knockout_verdict(0.19, False, 0.8) == "not reproduced"
+    assert _knockout_verdict(0.5, False, 0.5) == "reproduced"  # 4d: "many" is half
