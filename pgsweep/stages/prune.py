@@ -119,7 +119,8 @@ def run(ctx) -> None:
     job = PruneJob(model=model, layers=tuple(widths), train_images=images[train], train_labels=labels[train],
                    score_images=images[score], score_labels=labels[score], test_images=images[test],
                    test_labels=labels[test], test_sources=tuple(ctx.images.sources[i] for i in test),
-                   settings=settings, trainer=ctx.settings.trainer, tasks=tasks)
+                   settings=settings, trainer=ctx.settings.trainer, tasks=tasks,
+                   show_progress=settings.show_progress_bar())
     folder = Path(settings.output_dir).expanduser() / job.key()[:16]
     store = ShardStore(folder, job.describe())
     fractions = settings.fractions()

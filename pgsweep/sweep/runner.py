@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from pgsweep.errors import ConfigError
-from pgsweep.progress import progress_bar
+from pgsweep.progress import progress_bar, use_piece_bars
 from pgsweep.settings import RaySettings  # noqa: F401  (light, for config checks; re-exported)
 from pgsweep.sweep.job import Job, Piece
 from pgsweep.sweep.store import ShardStore
@@ -302,7 +302,11 @@ def _run_shard(job_box: list, key: str, shard: Piece, threads: int, use_gpu: boo
     """One shard on a worker: returns (shard index, its table, where and how long it ran)."""
     import ray
 
+    from ray.experimental import tqdm_ray
+
     torch.set_num_threads(threads)
+    # a piece's own bars (a pruning task's steps) drawn by the driver, not in the worker's log
+    use_piece_bars(lambda total, label: tqdm_ray.tqdm(total=total, desc=label))
     if key not in _JOBS:  # the ref arrives boxed so a worker that has the job skips fetching it
         _JOBS.clear()  # one job at a time per worker: drop an earlier sweep's
         _NETWORKS.clear()
