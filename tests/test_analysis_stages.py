@@ -61,6 +61,9 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert {"image_scores.parquet", "consistency.parquet", "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
     assert {"features.parquet", "characteristic_0.png", "lookalike_0.png"} <= _artifacts(client, run_id, "features")
 
+    params = client.get_run(run_id).data.params
+    assert params["analysis.knockout.inference_copy_used"] == "True"  # its knockout check passed on the CPU
+    assert params["analysis.knockout.steps_used"] == "23"  # the default budget keeps the thesis net's filters
     metrics = client.get_run(run_id).data.metrics
     # zero knockouts is the plain network: exactly the test error training reported
     assert metrics["knockout/intact_test_error"] == metrics["final_test_error"]
