@@ -238,3 +238,19 @@ def test_the_thesis_convnets_filters_fit_the_default_step_budget():
     default = read_analysis_config(OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "analysis" / "default.yaml")))
     assert default.knockout.max_steps >= 5 + 8 + 10  # act1..act3 of the thesis convnet
     assert default.query.progress_bar == "auto"
+
+
+def test_the_ranking_reports_its_progress_image_by_chunk():
+    import torch
+
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.testing.models import small_resnet
+
+    torch.manual_seed(0)
+    net = small_resnet(num_classes=3, width=4).eval()
+    images, labels = torch.rand(10, 3, 16, 16), torch.arange(10) % 3
+    done: list[int] = []
+    quiet = class_scores(net, images, labels, ("a", "b", "c"), ["act"], image_chunk=4)
+    told = class_scores(net, images, labels, ("a", "b", "c"), ["act"], image_chunk=4, progress=done.append)
+    assert done == [4, 4, 2]
+    np.testing.assert_array_equal(told.scores["pg_softmax"], quiet.scores["pg_softmax"])
