@@ -69,3 +69,8 @@ def release_held() -> None:
     held, _held = _held, None
     if held is not None:
         held.release()
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """'1 shard', '3 shards', '1 criterion', '2 criteria': a count with its noun in the right number."""
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"

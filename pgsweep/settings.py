@@ -133,8 +133,13 @@ class QuerySettings:
     image_chunk: int = 128
     baseline: str = "zeros"  # the path's start for integrated_pg, conductance and deeplift
     path_steps: int = 32     # points on that path (Gauss-Legendre, as Captum's default)
+    progress_bar: str = "auto"  # the ranking's and the knockout's bars: auto (on a terminal), true, false
+
+    def show_progress_bar(self) -> bool:
+        return show_progress_bar(self.progress_bar, sys.stderr)
 
     def validate(self) -> None:
+        check_progress_bar(self.progress_bar, "analysis.progress_bar")
         if self.baseline not in PATH_BASELINES:
             raise ConfigError(f"analysis.baseline must be one of {', '.join(PATH_BASELINES)}, got '{self.baseline}'")
         if self.path_steps < 1:
@@ -184,9 +189,15 @@ class KnockoutSettings:
     all_images: bool = False  # also the class error on all of a class's images (PG and random orderings)
     optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
     scores: tuple[str, ...] = DEFAULT_KNOCKOUT_SCORES  # each one's strongest- and weakest-first orders
+    max_steps: int = 64  # knockouts replayed per ordering: the first N (the thesis convnet's 23 in full)
 
     def validate(self) -> None:
         check_optimize(self.optimize, "analysis.knockout.optimize")
+        if self.max_steps < 1:
+            raise ConfigError(f"analysis.knockout.max_steps must be >= 1, got {self.max_steps}")
+        if self.after > self.max_steps:
+            raise ConfigError(f"analysis.knockout.after={self.after} is larger than "
+                              f"analysis.knockout.max_steps={self.max_steps}")
         baselines = [s for s in self.scores if s in KNOCKOUT_BASELINES]
         if baselines:
             raise ConfigError(f"analysis.knockout.scores: '{baselines[0]}' is always replayed; list scores only")

@@ -186,3 +186,16 @@ def test_points_are_binned_by_their_actual_pixel_change_and_drawn_so(tmp_path):
     figure = plots.step_kinds(pd.concat([binned.assign(step_kind="raw"), binned.assign(step_kind="sign")]))
     assert "actual RMS pixel change" in figure.axes[0].get_xlabel()
     figure.savefig(tmp_path / "step_kinds.png")
+def test_the_stages_lines_count_in_the_right_number_and_name_the_targets():
+    from pgsweep.logs import counted
+    from pgsweep.stages.adversarial import summary_line
+
+    assert [counted(1, "shard"), counted(3, "shard"), counted(1, "criterion", "criteria"),
+            counted(2, "criterion", "criteria"), counted(0, "seed")] == ["1 shard", "3 shards", "1 criterion",
+                                                                         "2 criteria", "0 seeds"]
+    per_step = pd.DataFrame({"success": [0.25, 0.75], "induced_error": [0.5, 1.0]})
+    easiest = pd.DataFrame({"target": [2, 0, 1]})
+    line = summary_line(per_step, easiest, ("subject01", "subject02", "subject03"))
+    assert line == ("adversarial: mean success 0.500, mean induced error 0.750 over 2 steps; "
+                    "easiest targets subject03, subject01, subject02")
+    assert "over 1 step;" in summary_line(per_step[:1], easiest, ("a", "b", "c"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from pgsweep.cli import config_dir
 from pgsweep.errors import ConfigError, ModelError
@@ -63,13 +65,24 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert (image_scores.target == image_scores["class"]).sum() == 449
     assert {"features.parquet", "characteristic_0.png", "lookalike_0.png"} <= _artifacts(client, run_id, "features")
 
+    params = client.get_run(run_id).data.params
+    assert params["analysis.knockout.inference_copy_used"] == "True"  # its knockout check passed on the CPU
+    assert params["analysis.knockout.steps_used"] == "23"  # the default budget keeps the thesis net's filters
     metrics = client.get_run(run_id).data.metrics
     # zero knockouts is the plain network: exactly the test error training reported
     assert metrics["knockout/intact_test_error"] == metrics["final_test_error"]
     assert metrics["rank/filters"] == 23 and metrics["rank/images"] == 449
     for name in ("auc_strongest", "auc_weakest", "area_between", "spearman_oracle"):
         assert f"knockout/pg_softmax/{name}/class_0" in metrics and f"knockout/taylor/{name}/mean" in metrics
-    assert -1 <= metrics["diagrams/within_class_correlation"] <= 1
+    # recomputed from the logged per-image scores: z-score each filter, then Pearson per image pair
+    image_scores = _table(client, run_id, "diagrams/image_scores.parquet")
+    vectors = image_scores[[c for c in image_scores if "-" in c]].to_numpy(np.float64)
+    vectors = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1.0)
+    corr = np.corrcoef(vectors)
+    same = image_scores["class"].to_numpy()[:, None] == image_scores["class"].to_numpy()[None, :]
+    off_diagonal = ~np.eye(len(image_scores), dtype=bool)
+    assert metrics["diagrams/within_class_correlation"] == pytest.approx(corr[same & off_diagonal].mean(), abs=1e-9)
+    assert metrics["diagrams/between_class_correlation"] == pytest.approx(corr[~same].mean(), abs=1e-9)
 
     scores = _table(client, run_id, "rank/class_scores.parquet")
     assert len(scores) == 10 * 23 and {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor"} <= set(scores)
@@ -172,3 +185,76 @@ def test_model_ref_with_other_classes_or_a_class_without_test_images(analysed, y
     with pytest.raises(ConfigError, match="analysis.knockout.classes: class '0' has no test images"):
         run_pipeline(cfg)
     assert _runs(store) == before
+
+
+# ---------------------------------------------------------------- the knockout on a bigger net: budget, plan, progress
+
+def test_knockout_on_a_residual_net_shows_progress_an_estimate_and_keeps_to_its_step_budget(capsys, caplog):
+    import logging
+
+    import torch
+
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.analyses.units import default_layers
+    from pgsweep.settings import read_analysis_config
+    from pgsweep.stages.knockout import knockout_analysis
+    from pgsweep.testing.models import small_resnet
+
+    torch.manual_seed(0)
+    net = small_resnet(num_classes=3, width=4).eval()
+    images, labels = torch.rand(12, 3, 16, 16), torch.arange(12) % 3
+    scores = class_scores(net, images, labels, ("a", "b", "c"), default_layers(net, images[:1]))
+    assert scores.units.total > 6
+    settings = read_analysis_config({"progress_bar": "true",
+                                     "knockout": {"max_steps": 6, "after": 3, "random_orderings": 2}})
+    with caplog.at_level(logging.INFO, logger="pgsweep.stages.knockout"):
+        curves, summary, oracle, _ = knockout_analysis(net, images, labels, scores, [0, 1], settings)
+    assert curves.step.max() == 6 and set(curves.groupby(["class", "score", "direction", "seed"]).step.max()) == {6}
+    assert len(oracle) == 3 * scores.units.total  # the single knockouts are not capped
+    (plan,) = [r.getMessage() for r in caplog.records if "at most about" in r.getMessage()]
+    assert f"2 classes x 14 orderings x 6 steps of {scores.units.total} (analysis.knockout.max_steps)" in plan
+    assert "on 12 test images" in plan and "one step took" in plan
+    bars = capsys.readouterr().err
+    assert "knockout: single knockouts" in bars and f"{scores.units.total}/{scores.units.total}" in bars
+    assert "knockout: orderings" in bars and f"{2 * 14 * 6}/{2 * 14 * 6}" in bars
+    quiet = read_analysis_config({"progress_bar": "false", "knockout": {"max_steps": 6, "after": 3,
+                                                                         "random_orderings": 2}})
+    knockout_analysis(net, images, labels, scores, [0], quiet)
+    assert "knockout:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("knockout, message", [
+    ({"max_steps": 0}, "analysis.knockout.max_steps must be >= 1, got 0"),
+    ({"max_steps": "many"}, "analysis.knockout.max_steps must be int, got 'many'"),
+    ({"max_steps": 5}, "analysis.knockout.after=10 is larger than analysis.knockout.max_steps=5"),
+])
+def test_a_bad_step_budget_is_one_line(knockout, message):
+    from pgsweep.settings import read_analysis_config
+
+    with pytest.raises(ConfigError) as error:
+        read_analysis_config({"knockout": knockout})
+    assert str(error.value) == message
+
+
+def test_the_thesis_convnets_filters_fit_the_default_step_budget():
+    from pgsweep.settings import read_analysis_config
+
+    default = read_analysis_config(OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "analysis" / "default.yaml")))
+    assert default.knockout.max_steps >= 5 + 8 + 10  # act1..act3 of the thesis convnet
+    assert default.query.progress_bar == "auto"
+
+
+def test_the_ranking_reports_its_progress_image_by_chunk():
+    import torch
+
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.testing.models import small_resnet
+
+    torch.manual_seed(0)
+    net = small_resnet(num_classes=3, width=4).eval()
+    images, labels = torch.rand(10, 3, 16, 16), torch.arange(10) % 3
+    done: list[int] = []
+    quiet = class_scores(net, images, labels, ("a", "b", "c"), ["act"], image_chunk=4)
+    told = class_scores(net, images, labels, ("a", "b", "c"), ["act"], image_chunk=4, progress=done.append)
+    assert done == [4, 4, 2]
+    np.testing.assert_array_equal(told.scores["pg_softmax"], quiet.scores["pg_softmax"])

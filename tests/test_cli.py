@@ -175,6 +175,10 @@ def test_ctrl_c_during_training_marks_the_run_killed_and_exits_130(tmp_path):
         "pgsweep: interrupted by SIGINT; stopped (an MLflow run in progress is marked KILLED)"
     ], stderr
     assert "Traceback" not in stderr
+    # one line on the terminal (stdout and stderr), not a tracking warning before it
+    terminal = (tmp_path / "out.txt").read_text() + stderr
+    assert [line for line in terminal.splitlines() if "interrupted" in line.lower() or "KILLED" in line] == [
+        "pgsweep: interrupted by SIGINT; stopped (an MLflow run in progress is marked KILLED)"], terminal
     (run,) = _runs(tmp_path / "mlflow.db")
     assert run.info.status == "KILLED"
 

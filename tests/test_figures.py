@@ -75,7 +75,13 @@ def test_thesis_knockout_is_one_panel_per_identity_with_few_lines():
     axes = [ax for ax in figure.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["subject15", "subject14", "subject07", "subject10", "subject12"]
     assert all(len(ax.get_lines()) <= 10 for ax in axes)
-    assert all(isinstance(h, Line2D) or True for h in figure.legends[0].legend_handles)
+    legend = figure.legends[0]
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels[0].startswith("PG strongest first") and labels[1].startswith("PG weakest first")
+    assert labels[2:] == ["random orders (mean)", "random orders (range)"]
+    # the directions are told apart by line style, the identity by the panel's title
+    styles = [h.get_linestyle() for h in legend.legend_handles[:2]]
+    assert all(isinstance(h, Line2D) for h in legend.legend_handles[:3]) and styles == ["-", "--"]
     assert "filters knocked out" in axes[len(axes) // 2].get_xlabel() and "class error" in axes[0].get_ylabel()
 
 

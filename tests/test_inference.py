@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -130,3 +131,101 @@ def test_the_copy_is_made_once_per_network_until_its_weights_change():
         torch.testing.assert_close(second(channels_last(images)), net(images), rtol=1e-5, atol=1e-6)
     net.load_state_dict(_resnet_with_statistics(5).state_dict())
     assert inference_copy(net, images) is not second
+
+
+# ---------------------------------------------------------------- the copy checked on what each use takes
+
+def _memory_differs(x: torch.Tensor) -> bool:
+    """Whether x is in channels-last memory (as the copy's tensors are), not contiguous."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _DoubledGradientOnChannelsLast(torch.autograd.Function):
+    """The identity forward; backward doubles the gradient of a channels-last input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.doubled = _memory_differs(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2 if ctx.doubled else grad
+
+
+class _WrongGradientCopy(nn.Module):
+    """A net whose copy gives its logits exactly but input gradients twice as large."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.net = _resnet_with_statistics(3)
+
+    def forward(self, x):
+        return self.net(_DoubledGradientOnChannelsLast.apply(x))
+
+
+class _ShiftOnKnockedChannelsLast(nn.Module):
+    """Adds 1 where its (channels-last) input has channel 0 zeroed: only a knocked-out copy differs."""
+
+    def forward(self, h):
+        return h + 1 if _memory_differs(h) and bool((h[:, 0] == 0).all()) else h
+
+
+def _wrong_knockout_copy() -> nn.Sequential:
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), _ShiftOnKnockedChannelsLast(), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+def test_a_copy_whose_input_gradients_differ_is_not_used_by_the_sweep(caplog):
+    net, images, labels = _WrongGradientCopy().eval(), torch.rand(6, 3, 16, 16), torch.arange(6) % 6
+    assert inference_copy(net, images) is not None  # its logits agree: only the gradients tell
+    steps, perturbation = [0.1, 1.0], Perturbation("softmax", "l2")
+    with caplog.at_level(logging.INFO, logger="pgsweep.analyses.inference"):
+        table = evaluate_block(net, images, labels, range(6), [1, 2], steps, perturbation)
+    assert "input gradients d y/d x of the softmax at targets [1, 2] differ from the network's" in caplog.text
+    assert table.attrs["inference_copy_used"] is False
+    plain = evaluate_block(net, images, labels, range(6), [1, 2], steps, perturbation, optimize="false")
+    pd.testing.assert_frame_equal(table, plain)  # the network as it is, bit for bit
+    good = _resnet_with_statistics(2)
+    assert evaluate_block(good, images, labels, range(6), [1, 2], steps, perturbation).attrs["inference_copy_used"]
+
+
+def test_a_copy_whose_knocked_out_outputs_differ_is_not_used_by_the_knockout(caplog):
+    net, images, labels = _wrong_knockout_copy(), torch.rand(8, 3, 16, 16), torch.arange(8) % 3
+    assert inference_copy(net, images, keep=["0"]) is not None  # intact, the copy agrees
+    units = find_units(net, ["0"], images)
+    orders = random_orders(units.total, 2, 0)
+    with caplog.at_level(logging.INFO, logger="pgsweep.analyses.inference"):
+        run = knockout_predictions(net, images, labels, units, orders)
+    assert "logits with a filter of 0 zeroed differ from the network's" in caplog.text
+    assert run.inference_copy_used is False
+    loop = knockout_predictions_loop(net, images, labels, units, orders, optimize="false")
+    np.testing.assert_array_equal(run.losses, loop.losses)
+    good = _resnet_with_statistics(1)
+    good_units = find_units(good, default_layers(good, images[:1]), images)
+    assert knockout_predictions(good, images, labels % 6, good_units, random_orders(good_units.total, 1, 0)
+                                ).inference_copy_used
+
+
+def test_each_sweep_shard_records_whether_it_used_the_copy(tmp_path):
+    from pgsweep.models.checkpoint import TrainedModel
+    from pgsweep.models.spec import ModelRecipe
+    from pgsweep.settings import RaySettings
+    from pgsweep.sweep.grid import SweepJob
+    from pgsweep.sweep.runner import run_sweep
+    from pgsweep.sweep.store import ShardStore
+
+    torch.manual_seed(0)
+    recipe = ModelRecipe("pgsweep.testing.models.small_resnet", {"width": 8}, num_classes=6, in_channels=3,
+                         input_size=16)
+    model = TrainedModel(small_resnet(num_classes=6, width=8), tuple("abcdef"), recipe=recipe)
+    images = torch.rand(4, 3, 16, 16)
+    for optimize, expected in (("auto", True), ("false", False)):
+        job = SweepJob(model, images, torch.arange(4), tuple(range(4)), (1, 2), (0.5,), Perturbation("softmax", "l2"),
+                       None, images_per_shard=2, targets_per_shard=2, optimize=optimize)
+        store = ShardStore(tmp_path / optimize, job.describe())
+        run_sweep(job, store, RaySettings(enabled=False), progress=False)
+        records = store.finished()
+        assert len(records) == 2 and all(r["inference_copy_used"] is expected for r in records.values())

@@ -74,7 +74,7 @@ def test_docs_state_the_bench_default_round_count():
 def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
     """`make ui`'s own command: pgsweep's app (its UI opens experiments in the model-training
     view, tests/test_mlflow_ui.py), one uvicorn worker and no job runner (mlflow's defaults
-    started 16 processes and 3.7 GB), on 127.0.0.1 only."""
+    started 16 processes), on 127.0.0.1 only."""
     import signal
     import time
     import urllib.request
@@ -110,8 +110,6 @@ def test_make_ui_starts_one_small_server_on_loopback(tmp_path):
         tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
         pythons = [p for p in tree if "python" in p.name()]
         assert len(pythons) <= 2, [" ".join(p.cmdline())[:80] for p in pythons]
-        resident = sum(p.memory_info().rss for p in tree)
-        assert resident < 1.5 * 2**30, f"{resident / 2**20:.0f} MiB"  # 0.5 GB here; the defaults took 3.7 GB
         addresses = {c.laddr.ip for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
         assert addresses == {"127.0.0.1"}, addresses
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:

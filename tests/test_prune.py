@@ -420,3 +420,35 @@ def test_prune_defaults_live_only_in_the_yaml():
     del values["seeds"]
     with pytest.raises(ConfigError, match=r"^prune.seeds is required$"):
         read_prune_config(values)
+def test_the_summary_shows_no_spread_for_one_seed():
+    from pgsweep.prune.summary import markdown
+
+    def curves(seeds):
+        rows = [{"criterion": c, "seed": s, "step": step, "removed_fraction": 0.25 * step, "test_error": 0.1 + 0.05 * step
+                 + 0.01 * s, "test_error_before": 0.3, "params": 100 - step, "macs": 1000 - step, "latency_ms": 1.0,
+                 "mode": "global", "filters_total": 23, "latency_batch": 64}
+                for c in ("pg_softmax", "random") for s in seeds for step in (0, 1, 2)]
+        return pd.DataFrame(rows)
+
+    one = markdown(curves([0]))
+    assert "| pg_softmax | 0.200 (one seed) |" in one and "±" not in one.split("\n", 3)[3]
+    two = markdown(curves([0, 1]))
+    assert "| pg_softmax | 0.205 ± 0.007 [0.200, 0.210] |" in two
+
+
+def test_a_tasks_scoring_and_fine_tuning_show_as_a_bar_only_when_asked(capsys):
+    from dataclasses import replace as replaced
+
+    net = _random_net()
+    images, labels = _images()
+    settings = prune_settings(criteria=("magnitude",), seeds=(0,), step_fraction=0.2, final_fraction=0.4,
+                              finetune_epochs=1, layers=("act3",), latency_repeats=1)
+    job = PruneJob(TrainedModel(net, ("a", "b", "c", "d")), ("act3",), images, labels, images, labels, images,
+                   labels, tuple(f"image{i}" for i in range(len(images))), settings, TrainSettings(batch_size=8),
+                   (PruneTask(0, "magnitude", 0),), show_progress=True)
+    job.run(job.tasks[0])
+    bars = capsys.readouterr().err
+    assert "prune magnitude seed 0 (score, fine-tune)" in bars and "4/4" in bars  # 2 steps x (score, fine-tune)
+    assert job.key() == replaced(job, show_progress=False).key()  # how it shows is not what it computes
+    replaced(job, show_progress=False).run(job.tasks[0])
+    assert "prune magnitude" not in capsys.readouterr().err

@@ -115,6 +115,10 @@ def test_sweep_on_ray_matches_the_per_point_loop(local_ray, trained, compose_con
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
         off.groupby("step_index").success.mean().tolist())
     assert run.data.params["adversarial.steps_used"] == "[0.0, 2.0, 5.0, 12.0]"
+    # on the CPU the inference copy passed its gradient check, and every shard's manifest line says so
+    assert run.data.params["adversarial.inference_copy_used"] == "True"
+    manifest = [json.loads(line) for line in (report.folder / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 6 and all(record["inference_copy_used"] is True for record in manifest)
 
 
 def test_tables_do_not_depend_on_workers_or_shard_size(local_ray, trained, compose_config, tmp_path):

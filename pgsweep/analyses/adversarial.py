@@ -28,7 +28,7 @@ import torch
 from torch import fx, nn
 
 from pgsweep.analyses.graph import GraphReplay, traced
-from pgsweep.analyses.inference import on_inference_copy
+from pgsweep.analyses.inference import CopyCheck, on_inference_copy
 from pgsweep.errors import QueryError
 from pgsweep.models.convnet import Standardize
 from pgsweep.analyses.choices import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (the analysis's names)
@@ -395,10 +395,15 @@ def evaluate_block(
     steps = check_steps(steps)
     network.eval()
     parameter = next(network.parameters(), None)
+    targets, copy_used = [int(t) for t in targets], False
     if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
         images = images.to(parameter.device, parameter.dtype)
-        network, images = on_inference_copy(network, images, (), optimize)
-    batch, targets = images.shape[0], [int(t) for t in targets]
+        check = CopyCheck(f"input gradients d y/d x of the {perturbation.output} at targets {list(targets)}",
+                          lambda net, x: input_gradients(net, x, targets, perturbation.output))
+        given = network
+        network, images = on_inference_copy(network, images, (), optimize, check)
+        copy_used = network is not given
+    batch = images.shape[0]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():
         directions = step_directions(input_gradients(network, images, targets, perturbation.output),
@@ -422,7 +427,10 @@ def evaluate_block(
                     logits = out.new_empty(batch, len(targets), len(steps), out.shape[1])
                 logits[rows, t, k] = out
     probs = torch.softmax(logits, dim=3).cpu()  # (B, T, S, C)
-    return _table(probs, labels, image_ids, targets, steps, actual_pixel_rms(images, directions, steps, clip))
+    table = _table(probs, labels, image_ids, targets, steps, actual_pixel_rms(images, directions, steps, clip))
+    # how the block was computed, for the sweep's shard metadata (not a column: same for every row)
+    table.attrs["inference_copy_used"] = copy_used
+    return table
 
 
 def actual_pixel_rms(images: torch.Tensor, directions: torch.Tensor, steps: Sequence[float],

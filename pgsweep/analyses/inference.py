@@ -5,8 +5,10 @@ where nothing else reads their input.
 Same function, other rounding: its logits agree with the network's to about 1e-7 of
 their size. The knockout and the adversarial sweep, which run a network once per
 (ordering, step) or (image, target, step), use it by default on the CPU; each checks the
-copy against the network on its own images first, and keeps the network where the copy
-fails or disagrees (one logged line says why).
+copy against the network first on its own images and on what it takes from the copy (a
+`CopyCheck`: the sweep's input gradients at its targets, the knockout's logits with a
+filter zeroed), and keeps the network where the copy fails or disagrees (one logged line
+says why). Each reports whether it used the copy (a run param, a shard's metadata).
 
 Why it pays on the CPU (benchmarks/bench_knockout.py, bench_adversarial.py): oneDNN's
 convolutions work in channels-last, so a contiguous (NCHW) tensor is reordered on the way
@@ -24,7 +26,8 @@ import copy
 import logging
 import operator
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,6 +40,55 @@ log = logging.getLogger(__name__)
 
 # the copy's logits may differ from the network's by this much of their largest size
 TOLERANCE = 1e-4
+# a checked quantity (input gradients, knocked-out logits) may differ by this much of its largest size
+CHECK_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class CopyCheck:
+    """What a use takes from the copy, compared with the network's before the copy is used.
+
+    name: says what it is, and tells one check from another (its verdict is kept per copy);
+    quantity(network, images) -> a tensor, evaluated on the network and on the copy (whose
+    images are channels-last); they may differ by `tolerance` of the network's largest value.
+    """
+
+    name: str
+    quantity: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    tolerance: float = CHECK_TOLERANCE
+
+
+def knockout_check(layers: Sequence[str]) -> CopyCheck:
+    """The knockout's use: logits with the first filter of each layer zeroed, one layer at a
+    time and then all together, (len(layers) + 1, B, C)."""
+    layers = list(layers)
+
+    def knocked_logits(network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        modules, knocked = dict(network.named_modules()), set()
+
+        def zero(name):
+            def hook(module, inputs, output):
+                if name not in knocked:
+                    return output
+                output = output.clone()
+                output[:, 0] = 0
+                return output
+            return hook
+
+        handles = [modules[layer].register_forward_hook(zero(layer)) for layer in layers]
+        try:
+            with torch.no_grad():
+                outputs = []
+                for chosen in [[layer] for layer in layers] + [layers]:
+                    knocked.clear()
+                    knocked.update(chosen)
+                    outputs.append(network(images))
+            return torch.stack(outputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return CopyCheck(f"logits with a filter of {', '.join(layers)} zeroed", knocked_logits)
 
 
 def channels_last(images: torch.Tensor) -> torch.Tensor:
@@ -45,20 +97,22 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
 
 
 def on_inference_copy(network: nn.Module, images: torch.Tensor, keep: Sequence[str] = (),
-                      optimize: str = "auto") -> tuple[nn.Module, torch.Tensor]:
-    """(the network's inference copy, the images in its memory layout), or both as they are."""
-    fast = inference_copy(network, images[:8], keep, optimize)
+                      optimize: str = "auto", check: CopyCheck | None = None) -> tuple[nn.Module, torch.Tensor]:
+    """(the network's inference copy, the images in its memory layout), or both as they are.
+    The copy was used when the first returned is not `network`."""
+    fast = inference_copy(network, images[:8], keep, optimize, check)
     return (network, images) if fast is None else (fast, channels_last(images))
 
 
 def inference_copy(network: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),
-                   optimize: str = "auto") -> nn.Module | None:
+                   optimize: str = "auto", check: CopyCheck | None = None) -> nn.Module | None:
     """The network's fast copy (eval mode), or None where there is none to use.
 
     keep: module names whose outputs the caller reads or changes (the knockout's layers):
     a convolution or batch norm named here is not folded. optimize: auto (on the CPU
     only), true (any device) or false (never). None also when the network has no 2-D
-    convolution, or the copy fails on `example` or disagrees with the network there.
+    convolution, or the copy fails on `example` or disagrees with the network there: on
+    the logits, and on `check`'s quantity (the first time that check is asked of this copy).
     """
     optimize = check_optimize(optimize, "optimize")
     parameter = next(network.parameters(), None)
@@ -72,11 +126,38 @@ def inference_copy(network: nn.Module, example: torch.Tensor, keep: Sequence[str
     # per shard, and a ResNet-18's copy and check take about a second and a half
     key, state = tuple(sorted(keep)), _weights_state(network)
     cached = _COPIES.get(network, {}).get(key)
-    if cached is not None and cached[0] == state:
-        return cached[1]
-    fast = _make_copy(network, example, set(keep), parameter)
-    _COPIES.setdefault(network, {})[key] = (state, fast)
-    return fast
+    if cached is None or cached[0] != state:
+        cached = (state, _make_copy(network, example, set(keep), parameter), {})
+        _COPIES.setdefault(network, {})[key] = cached
+    _, fast, verdicts = cached  # verdicts: check name -> whether the copy passed it
+    if fast is None or check is None:
+        return fast
+    if check.name not in verdicts:
+        verdicts[check.name] = _agrees_on(check, network, fast, example.to(parameter.device, parameter.dtype))
+    return fast if verdicts[check.name] else None
+
+
+def _agrees_on(check: CopyCheck, network: nn.Module, fast: nn.Module, x: torch.Tensor) -> bool:
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.enable_grad():
+            expected = check.quantity(network, x).detach()
+            got = check.quantity(fast, channels_last(x)).detach()
+    except Exception as error:  # noqa: BLE001  (same as a copy that fails on the logits)
+        log.info("%s: its fast copy fails on the %s (%s: %s); using the network as it is there",
+                 type(network).__name__, check.name, type(error).__name__, str(error).splitlines()[0][:200])
+        return False
+    finally:
+        network.train(was_training)
+    scale = expected.abs().max() if expected.numel() else torch.tensor(0.0)
+    difference = (got - expected).abs().max() if got.shape == expected.shape else torch.tensor(float("inf"))
+    if not torch.isfinite(got).all() or not difference <= check.tolerance * scale:
+        log.info("%s: its fast copy's %s differ from the network's by %.3g of their largest size "
+                 "(tolerance %.0e); using the network as it is there",
+                 type(network).__name__, check.name, float(difference / scale.clamp_min(1e-30)), check.tolerance)
+        return False
+    return True
 
 
 _COPIES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()

@@ -14,7 +14,7 @@ kept, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +100,7 @@ def class_scores(
     baseline: str | torch.Tensor = "zeros",
     train_mean: torch.Tensor | None = None,
     path_steps: int = 32,
+    progress: Callable[[int], None] | None = None,
 ) -> ClassScores:
     """Score every unit of `layers` for every class, streaming `images` in chunks.
 
@@ -108,6 +109,7 @@ def class_scores(
     baseline, train_mean, path_steps: the path of integrated_pg, conductance and deeplift
     (see pgsweep.pg.scores.unit_scores).
     Memory: one chunk's activations and gradients plus (K, *activation) sums per layer.
+    progress(n): n more images scored.
     """
     if norm not in NORMS:
         raise QueryError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
@@ -168,6 +170,8 @@ def class_scores(
                 total = _class_sum(values, y, num_classes).double()
                 sums = unit_sums[score]
                 sums[layer] = total if layer not in sums else sums[layer] + total
+        if progress is not None:
+            progress(len(x))
     present = counts > 0
     divisor = counts.clamp_min(1)
 

@@ -143,10 +143,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def weights_problem(network: nn.Module, weights: dict[str, torch.Tensor]) -> str | None:
     """Why `weights` do not fit `network`, naming the first mismatched key; None when they fit."""
     expected = network.state_dict()
+    first = first_layer(network)
     for key, tensor in expected.items():
         if key not in weights:
             return f"key '{key}' is missing from the file"
-        if tuple(weights[key].shape) != tuple(tensor.shape):
+        got = tuple(weights[key].shape)
+        if first is not None and isinstance(first[1], nn.Conv2d) and key == f"{first[0]}.weight" \
+                and len(got) == 4 and got[:1] + got[2:] == tuple(tensor.shape[:1] + tensor.shape[2:]) \
+                and got[1] != tensor.shape[1]:
+            # the net is built for the data's channels: the file was trained on images with other channels
+            return (f"its first conv '{key}' takes {got[1]} input channels, the data has {tensor.shape[1]}: "
+                    f"set data.channels={got[1]}")
+        if got != tuple(tensor.shape):
             return (f"key '{key}' has shape {tuple(weights[key].shape)} in the file, "
                     f"the net needs {tuple(tensor.shape)}")
     for key in weights:

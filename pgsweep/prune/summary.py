@@ -78,6 +78,8 @@ def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _spread(row) -> str:
+    if row.seeds == 1:  # no spread to show
+        return f"{row.test_error_mean:.3f} (one seed)"
     return (f"{row.test_error_mean:.3f} ± {row.test_error_sd:.3f} "
             f"[{row.test_error_min:.3f}, {row.test_error_max:.3f}]")
 

@@ -9,6 +9,7 @@ table, per-step and per-target summaries and Figures 4.5-4.7 to MLflow.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from pgsweep.analyses import adversarial as math_
 from pgsweep.errors import ConfigError, QueryError
+from pgsweep.logs import counted
 from pgsweep.settings import AdversarialSettings, RaySettings, check_optimize
 from pgsweep.stages.common import predict_logits, ray_settings
 from pgsweep.sweep.grid import SweepJob
@@ -88,16 +90,25 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
     shards = job.pieces()
     folder = Path(settings.output_dir).expanduser() / job.key()[:16]
     store = ShardStore(folder, job.describe())
-    log.info("adversarial sweep (%s steps): %d images x %d targets x %d steps = %d points in %d shards -> %s",
-             step_kind, len(indices), len(targets), len(steps), len(indices) * len(targets) * len(steps),
-             len(shards), folder)
+    log.info("adversarial sweep (%s steps): %s x %s x %s = %s in %s -> %s", step_kind,
+             counted(len(indices), "image"), counted(len(targets), "target"), counted(len(steps), "step"),
+             counted(len(indices) * len(targets) * len(steps), "point"), counted(len(shards), "shard"), folder)
     if log_params:
         tracker.log_params({"adversarial.steps_used": [round(s, 8) for s in steps],
                             "adversarial.affine_prefix_used": job.affine_prefix,
                             "adversarial.shard_folder": str(folder.resolve()),
                             "adversarial.shards": len(shards)})
     stats = run_sweep(job, store, ray, progress=settings.show_progress_bar())
+    if log_params:
+        tracker.log_params({"adversarial.inference_copy_used": _copy_used(store)})
     return job, job.gather(store.tables(shards)), stats, folder
+
+
+def _copy_used(store: ShardStore) -> bool | str:
+    """Whether the shards ran on the inference copy: true, false, or "some" (the copy's check
+    is per target set, so shards of one sweep may differ)."""
+    used = {record["inference_copy_used"] for record in store.finished().values() if "inference_copy_used" in record}
+    return used.pop() if len(used) == 1 else ("some" if used else "unknown")
 
 
 def run(ctx) -> None:
@@ -172,9 +183,14 @@ def _log(ctx, settings, results, per_step, per_target, easiest, stats: SweepStat
         examples, pixels, titles, rows = examples
         tracker.log_table(examples, "adversarial/examples.parquet")
         tracker.log_figure(plots.adversarial_examples(pixels, titles, rows), "adversarial/fig4_5_examples.png")
-    log.info("adversarial: mean success %.3f, mean induced error %.3f over %d steps; easiest targets %s",
-             per_step.success.mean(), per_step.induced_error.mean(), len(per_step),
-             ", ".join(str(t) for t in easiest.target[:3]))
+    log.info("%s", summary_line(per_step, easiest, model.class_names))
+
+
+def summary_line(per_step: pd.DataFrame, easiest: pd.DataFrame, class_names: Sequence[str]) -> str:
+    """The stage's last log line: mean success and induced error, the easiest targets by name."""
+    return (f"adversarial: mean success {per_step.success.mean():.3f}, mean induced error "
+            f"{per_step.induced_error.mean():.3f} over {counted(len(per_step), 'step')}; easiest targets "
+            + ", ".join(class_names[int(t)] for t in easiest.target[:3]))
 
 
 def _examples(network, job: SweepJob, results: pd.DataFrame, settings, class_names):

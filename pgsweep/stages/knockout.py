@@ -24,6 +24,7 @@ knockout/<score>/<summary>/<class> and knockout/zeroing_agreement/<way>.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,8 @@ from pgsweep.analyses.knockout.faithfulness import faithfulness_table
 from pgsweep.analyses.ranking import check_rank_scores
 from pgsweep.stages.rank import scores_for
 from pgsweep.errors import ConfigError
+from pgsweep.logs import counted
+from pgsweep.progress import progress_bar
 
 __all__ = ["check", "run", "KnockoutReport"]
 
@@ -88,7 +91,8 @@ def check(ctx) -> None:
 
 def knockout_analysis(network, test_images, test_labels, scores, classes, settings: AnalysisSettings,
                       all_images=None, all_labels=None):
-    """Every class's curves, the oracle, and the summaries; plain tables, nothing logged.
+    """Every class's curves, the summaries, the oracle, and whether the replay ran on the
+    network's inference copy; plain tables, nothing logged.
 
     With all_images/all_labels (every image of the data set), the PG orderings and the random
     ones are also replayed on them, for the class error on all of a class's images
@@ -98,11 +102,28 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     chunk = settings.query.image_chunk
     labels = np.asarray(test_labels)
     optimize = settings.knockout.optimize
-    oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk, optimize)
-    oracle["class_name"] = [names[c] for c in oracle["class"]]
+    steps = knockout_steps(units.total, settings)
     seed = settings.knockout.seed
     randoms = random_orders(units.total, settings.knockout.random_orderings,
                             weights_seed(network) if seed == MODEL_SEED else int(seed))
+    orderings = len(classes) * (2 * (len(scores.scores) + 1) + len(randoms))  # + 1: the oracle
+    on_all = len(classes) * (2 + len(randoms)) if all_images is not None else 0
+    # the estimate: one step timed (a first-layer filter: the whole net reruns), times the steps;
+    # orderings that reach the same set of filters share it, so it is an upper bound
+    seconds = _step_seconds(network, test_images, test_labels, units, chunk, optimize)
+    test_steps = units.total + orderings * steps
+    estimate = seconds * (test_steps + on_all * steps * (len(all_images) / len(test_images) if on_all else 0))
+    log.info("knockout: %s x %s x %s on %s, after %s; at most about %s (one step took %.3f s)",
+             counted(len(classes), "class", "classes"), counted(orderings // len(classes), "ordering"),
+             counted(steps, "step") + ("" if steps == units.total else f" of {units.total} (analysis.knockout."
+                                        "max_steps)"), counted(len(test_images), "test image"),
+             counted(units.total, "single knockout")
+             + (f"; {on_all} orderings also on all {len(all_images)} images" if on_all else ""),
+             _duration(estimate), seconds)
+    show = settings.query.show_progress_bar()
+    with progress_bar(units.total, "knockout: single knockouts", show) as bar:
+        oracle = single_knockouts(network, test_images, test_labels, units, len(names), chunk, optimize, bar.update)
+    oracle["class_name"] = [names[c] for c in oracle["class"]]
     per_class = []
     for c in classes:
         oracle_c = oracle[oracle["class"] == c].sort_values("unit")["loss_increase"].to_numpy()
@@ -112,15 +133,17 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     # one replay of every class's orderings: states reached by one ordering (the random
     # ones every class shares, the intact network) are computed once, not once per class
     everything = np.concatenate([orders for *_, orders, _ in per_class])
-    run = knockout_predictions(network, test_images, test_labels, units, everything, image_chunk=chunk,
-                               optimize=optimize)
+    with progress_bar(len(everything) * steps, "knockout: orderings", show) as bar:
+        run = knockout_predictions(network, test_images, test_labels, units, everything, steps, chunk, optimize,
+                                   bar.update)
     pg = f"pg_{settings.query.output}"
     whole_rows = [i for i, key in enumerate(k for *_, keys in per_class for k in keys)
                   if key[0] in (pg, "random")]
     whole = None
     if all_images is not None:  # 4x the images: only the orderings the thesis's claims are about
-        whole = knockout_predictions(network, all_images, all_labels, units, everything[whole_rows],
-                                     image_chunk=chunk, optimize=optimize)
+        with progress_bar(len(whole_rows) * steps, "knockout: all images", show) as bar:
+            whole = knockout_predictions(network, all_images, all_labels, units, everything[whole_rows], steps,
+                                         chunk, optimize, bar.update)
         whole_of = {row: i for i, row in enumerate(whole_rows)}
     curves, summaries, start = [], [], 0
     for c, class_scores, oracle_c, orders, keys in per_class:
@@ -142,7 +165,27 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
         summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
     curves_table = pd.concat(curves, ignore_index=True)
     summary = pd.concat(summaries, ignore_index=True)
-    return curves_table, summary, oracle
+    return curves_table, summary, oracle, run.inference_copy_used
+
+
+def knockout_steps(filters: int, settings: AnalysisSettings) -> int:
+    """Knockouts replayed per ordering: every filter, or the first analysis.knockout.max_steps."""
+    return min(filters, settings.knockout.max_steps)
+
+
+def _step_seconds(network, images, labels, units, chunk: int, optimize: str) -> float:
+    """Seconds of one knockout step on the images: the second of two replays of one step (the
+    first makes and checks the inference copy, which the stage then reuses). It includes the
+    intact pass, which every ordering has too."""
+    first = np.zeros((1, 1), dtype=np.int64)
+    knockout_predictions(network, images, labels, units, first, 1, chunk, optimize)
+    started = time.perf_counter()
+    knockout_predictions(network, images, labels, units, first, 1, chunk, optimize)
+    return time.perf_counter() - started
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _mean_rows(summary: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +257,10 @@ def run(ctx) -> None:
     images, labels, _ = images_of(ctx, "test")
     classes = _classes(ctx, settings)
     everything = (ctx.images.images, ctx.images.labels) if settings.knockout.all_images else (None, None)
-    curves, summary, oracle = knockout_analysis(network, images, labels, scores, classes, settings, *everything)
+    curves, summary, oracle, copy_used = knockout_analysis(network, images, labels, scores, classes, settings,
+                                                           *everything)
+    tracker.log_params({"analysis.knockout.inference_copy_used": copy_used,
+                        "analysis.knockout.steps_used": int(curves.step.max())})
     counts = curves.groupby("class")[["class_images", "class_images_all"]].first()
     summary = summary.join(counts, on="class")
     summary = pd.concat([summary, _mean_rows(summary)], ignore_index=True)

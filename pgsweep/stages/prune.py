@@ -26,6 +26,7 @@ import pandas as pd
 from pgsweep.stages.common import network_for_checks, ray_settings, split_indices
 from pgsweep.analyses.units import default_layers, find_units
 from pgsweep.errors import ConfigError, ModelError, QueryError
+from pgsweep.logs import counted
 from pgsweep.models.checkpoint import MODEL_FILE
 from pgsweep.prune import plots
 from pgsweep.stages.prune_job import PruneJob, PruneTask, read_model
@@ -48,8 +49,9 @@ class PruneReport:
     folder: Path
 
 
-def prune_layers(network, settings: PruneSettings, example) -> dict[str, int]:
-    """{activation layer: filters}, in forward order, checked: ConfigError names what is wrong."""
+def prune_layers(network, settings: PruneSettings, example, say: bool = True) -> dict[str, int]:
+    """{activation layer: filters}, in forward order, checked: ConfigError names what is wrong.
+    say: log the layers left out (the check before the run passes false: said once, by the run)."""
     layers: list[str] = []
     for layer in settings.layers:
         try:
@@ -84,8 +86,9 @@ def prune_layers(network, settings: PruneSettings, example) -> dict[str, int]:
         if CONV_LAYERS not in settings.layers:  # the user named both
             raise ConfigError(f"prune.layers: {layer} and {earlier} share their channels (a residual connection "
                               f"adds them), so they cannot be pruned as two layers; name one of them")
-        log.info("prune.layers=[conv]: leaving out %s, whose channels are %s's (a residual connection adds them)",
-                 layer, earlier)
+        if say:
+            log.info("prune.layers=[conv]: leaving out %s, whose channels are %s's (a residual connection adds "
+                     "them)", layer, earlier)
         del sizes[layer]
     return sizes
 
@@ -93,7 +96,7 @@ def prune_layers(network, settings: PruneSettings, example) -> dict[str, int]:
 def check(ctx) -> None:
     """Layers that exist and are conv maps, a schedule that leaves every layer a filter, images."""
     settings: PruneSettings = ctx.stage_settings["prune"]
-    widths = prune_layers(network_for_checks(ctx), settings, ctx.images.images[:1])
+    widths = prune_layers(network_for_checks(ctx), settings, ctx.images.images[:1], say=False)
     check_widths(widths, settings.final_fraction)
     for name, which in (("the training", "train"), ("prune.score_split's", settings.score_split), ("the test", "test")):
         if not len(split_indices(ctx, which)):
@@ -116,14 +119,16 @@ def run(ctx) -> None:
     job = PruneJob(model=model, layers=tuple(widths), train_images=images[train], train_labels=labels[train],
                    score_images=images[score], score_labels=labels[score], test_images=images[test],
                    test_labels=labels[test], test_sources=tuple(ctx.images.sources[i] for i in test),
-                   settings=settings, trainer=ctx.settings.trainer, tasks=tasks)
+                   settings=settings, trainer=ctx.settings.trainer, tasks=tasks,
+                   show_progress=settings.show_progress_bar())
     folder = Path(settings.output_dir).expanduser() / job.key()[:16]
     store = ShardStore(folder, job.describe())
     fractions = settings.fractions()
-    log.info("prune: %d criteria x %d seeds = %d tasks, %d steps to %.2f of %s (%s), %d fine-tuning epochs "
-             "per step -> %s", len(settings.criteria), len(settings.seeds), len(tasks), len(fractions),
-             settings.final_fraction, ", ".join(f"{k} ({v})" for k, v in widths.items()), settings.mode,
-             settings.finetune_epochs, folder)
+    log.info("prune: %s x %s = %s, %s to %.2f of %s (%s), %s per step -> %s",
+             counted(len(settings.criteria), "criterion", "criteria"), counted(len(settings.seeds), "seed"),
+             counted(len(tasks), "task"), counted(len(fractions), "step"), settings.final_fraction,
+             ", ".join(f"{k} ({v})" for k, v in widths.items()), settings.mode,
+             counted(settings.finetune_epochs, "fine-tuning epoch"), folder)
     tracker.log_params({"prune.layers_used": list(widths), "prune.fractions": list(fractions),
                         "prune.task_folder": str(folder.resolve()), "prune.tasks": len(tasks)})
     ray = ray_settings(ctx)

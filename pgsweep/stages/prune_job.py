@@ -42,6 +42,7 @@ from pgsweep.prune.criteria import filter_scores, lowest
 from pgsweep.prune.schedule import removal_counts
 from pgsweep.models.pruning import PruningRecord, remove_filters
 from pgsweep.prune.surgery import producing_conv, size
+from pgsweep.progress import piece_bar
 from pgsweep.settings import PruneSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class PruneJob:
     settings: PruneSettings
     trainer: TrainSettings
     tasks: tuple[PruneTask, ...]
+    show_progress: bool = False      # each task's steps (scoring, fine-tuning) as a bar; not in the key
 
     label = "prune"
 
@@ -194,29 +196,36 @@ class PruneJob:
         rows = [row(0, 0.0, base, {layer: list(range(w)) for layer, w in widths.items()}, [], None, 0.0)]
         current, alive, record = copy.deepcopy(base), {layer: list(range(w)) for layer, w in widths.items()}, base_record
         ranked_once = scores_of(base, 0) if settings.mode == "one_shot" else None
-        for step, (fraction, count) in enumerate(zip(fractions, counts), start=1):
-            started = time.perf_counter()
-            if settings.mode == "one_shot":  # from the trained network, by the one ranking
-                current, record = copy.deepcopy(base), base_record
-                alive = {layer: list(range(w)) for layer, w in widths.items()}
-                scores = ranked_once
-            else:
-                scores = scores_of(current, step)
-            removal, removed_now = {}, []
-            for layer in self.layers:
-                # the filters this layer still has to lose to reach the step's count
-                need = count[layer] - (widths[layer] - len(alive[layer]))
-                picked = lowest(scores[layer], need) if need > 0 else []
-                removal[convs[layer]] = picked
-                removed_now += [unit_label(number[layer], alive[layer][i]) for i in picked]
-                alive[layer] = [c for i, c in enumerate(alive[layer]) if i not in set(picked)]
-            remove_filters(current, removal, example)
-            record = record.then({conv: channels for conv, channels in removal.items() if channels})
-            step_record = record
-            before = error_report(current, self.test_images, self.test_labels, self.test_sources, "test")
-            finetune(current, self.train_images, self.train_labels, self.trainer, settings.finetune_epochs,
-                     task.seed * 1000 + step)
-            rows.append(row(step, fraction, current, alive, removed_now, before, time.perf_counter() - started))
+        bar = piece_bar(2 * len(fractions), f"prune {task.criterion} seed {task.seed} (score, fine-tune)",
+                        self.show_progress)
+        try:
+            for step, (fraction, count) in enumerate(zip(fractions, counts), start=1):
+                started = time.perf_counter()
+                if settings.mode == "one_shot":  # from the trained network, by the one ranking
+                    current, record = copy.deepcopy(base), base_record
+                    alive = {layer: list(range(w)) for layer, w in widths.items()}
+                    scores = ranked_once
+                else:
+                    scores = scores_of(current, step)
+                bar.update(1)
+                removal, removed_now = {}, []
+                for layer in self.layers:
+                    # the filters this layer still has to lose to reach the step's count
+                    need = count[layer] - (widths[layer] - len(alive[layer]))
+                    picked = lowest(scores[layer], need) if need > 0 else []
+                    removal[convs[layer]] = picked
+                    removed_now += [unit_label(number[layer], alive[layer][i]) for i in picked]
+                    alive[layer] = [c for i, c in enumerate(alive[layer]) if i not in set(picked)]
+                remove_filters(current, removal, example)
+                record = record.then({conv: channels for conv, channels in removal.items() if channels})
+                step_record = record
+                before = error_report(current, self.test_images, self.test_labels, self.test_sources, "test")
+                finetune(current, self.train_images, self.train_labels, self.trainer, settings.finetune_epochs,
+                         task.seed * 1000 + step)
+                bar.update(1)
+                rows.append(row(step, fraction, current, alive, removed_now, before, time.perf_counter() - started))
+        finally:
+            bar.close()
         return pd.DataFrame(rows)
 
     def _provenance(self, task: PruneTask) -> dict:

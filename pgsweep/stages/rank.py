@@ -23,6 +23,7 @@ from pgsweep.stages.common import (
 )
 from pgsweep.analyses.units import activation_layers
 from pgsweep.errors import ConfigError
+from pgsweep.progress import progress_bar
 
 __all__ = ["check", "run", "scores_for", "RankReport"]
 
@@ -71,8 +72,10 @@ def scores_for(ctx, settings: AnalysisSettings, names=None) -> ClassScores:
         images, labels, _ = images_of(ctx, settings.rank.split)
         q = settings.query
         train_mean = images_of(ctx, "train")[0].mean(0) if q.baseline == "mean" else None
-        new = class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers, q.norm,
-                           q.image_chunk, missing, q.output, q.baseline, train_mean, q.path_steps)
+        with progress_bar(len(images), "rank", q.show_progress_bar(), unit="image") as bar:
+            new = class_scores(ctx.model.network, images, labels, ctx.images.class_names, units.layers, q.norm,
+                               q.image_chunk, missing, q.output, q.baseline, train_mean, q.path_steps,
+                               progress=bar.update)
         done = new if done is None else merge_scores(done, new)
     return pick_scores(done, names)
 
@@ -112,8 +115,9 @@ def run(ctx) -> None:
     fc_scores = None
     if settings.rank.fc_units:
         images, labels, _ = images_of(ctx, settings.rank.split)
-        fc_scores = class_scores(ctx.model.network, images, labels, ctx.images.class_names, _fc_layers(ctx),
-                                 settings.query.norm, settings.query.image_chunk)
+        with progress_bar(len(images), "rank: fc units", settings.query.show_progress_bar(), unit="image") as bar:
+            fc_scores = class_scores(ctx.model.network, images, labels, ctx.images.class_names, _fc_layers(ctx),
+                                     settings.query.norm, settings.query.image_chunk, progress=bar.update)
         _log_ranking(tracker, fc_scores, settings.query.output, min(settings.rank.k, fc_scores.units.total), "fc_")
     log.info("ranked %d filters for %d classes on %d images", scores.units.total, len(scores.class_names),
              int(scores.counts.sum()))

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from pgsweep.errors import ConfigError
+from pgsweep.progress import progress_bar, use_piece_bars
 from pgsweep.settings import RaySettings  # noqa: F401  (light, for config checks; re-exported)
 from pgsweep.sweep.job import Job, Piece
 from pgsweep.sweep.store import ShardStore
@@ -301,7 +301,11 @@ def _run_shard(job_box: list, key: str, shard: Piece, threads: int, use_gpu: boo
     """One shard on a worker: returns (shard index, its table, where and how long it ran)."""
     import ray
 
+    from ray.experimental import tqdm_ray
+
     torch.set_num_threads(threads)
+    # a piece's own bars (a pruning task's steps) drawn by the driver, not in the worker's log
+    use_piece_bars(lambda total, label: tqdm_ray.tqdm(total=total, desc=label))
     if key not in _JOBS:  # the ref arrives boxed so a worker that has the job skips fetching it
         _JOBS.clear()  # one job at a time per worker: drop an earlier sweep's
         _NETWORKS.clear()
@@ -322,10 +326,7 @@ class _Progress:
     """Shards done of total and points per second, on stderr (tqdm)."""
 
     def __init__(self, total: int, done: int, enabled: bool, label: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=done, unit="shard", desc=label,
-                        disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+        self.bar = progress_bar(total, label, enabled, unit="shard", initial=done)
         self.started, self.points = time.perf_counter(), 0
 
     def update(self, points: int) -> None:
@@ -364,7 +365,8 @@ def run_sweep(
     bar: _Progress | None = None
 
     def finish(shard: Piece, table, meta: dict) -> None:
-        store.save(shard, table, **meta)
+        # the job's own notes on how the piece was computed (table.attrs: the inference copy's use)
+        store.save(shard, table, **{**table.attrs, **meta})
         points = len(table)
         stats.computed += 1
         stats.points += points

@@ -101,7 +101,8 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
     except (KeyboardInterrupt, Interrupted):
         try:
             client.set_terminated(run_id, KILLED)
-            log.warning("MLflow run %s interrupted: marked KILLED", run_id)
+            # pgsweep's own line says so (Ctrl-C prints one line); the run id for a debug log
+            log.debug("MLflow run %s interrupted: marked KILLED", run_id)
         except Exception as error:  # the interrupt, not this, decides the exit status
             log.warning("MLflow run %s interrupted, but marking it KILLED failed: %s", run_id, error)
         raise

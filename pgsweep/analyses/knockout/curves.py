@@ -17,16 +17,17 @@ from pgsweep.analyses.units import Units
 
 def single_knockouts(
     network: nn.Module, images: torch.Tensor, labels: torch.Tensor, units: Units,
-    num_classes: int, image_chunk: int = 512, optimize: str = "auto",
+    num_classes: int, image_chunk: int = 512, optimize: str = "auto", progress=None,
 ) -> pd.DataFrame:
     """Each unit knocked out alone: the rise in each class's mean loss and error.
 
     Returns rows (class, unit, loss_increase, error_increase). The oracle ranks units by
     loss_increase: the loss moves with every image's confidence, where the error of a
-    class with 3 test images moves in steps of 1/3 and ties most units.
+    class with 3 test images moves in steps of 1/3 and ties most units. progress(n): n more
+    of the U knockouts done.
     """
     orders = np.arange(units.total)[:, None]  # U orderings of one unit each
-    run = knockout_predictions(network, images, labels, units, orders, 1, image_chunk, optimize)
+    run = knockout_predictions(network, images, labels, units, orders, 1, image_chunk, optimize, progress)
     labels_np = np.asarray(labels)
     wrong = run.predictions != labels_np  # (U, 2, N)
     rows = []

@@ -22,8 +22,8 @@ agree to about 1e-6 and the predictions wherever two classes are not tied that c
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgsweep.analyses.graph import GraphReplay, graph_replay
-from pgsweep.analyses.inference import on_inference_copy
+from pgsweep.analyses.inference import knockout_check, on_inference_copy
 from pgsweep.analyses.units import Units
 from pgsweep.errors import QueryError
 from pgsweep.pg.engine import eval_mode
@@ -45,10 +45,29 @@ class KnockoutRun:
 
     predictions: (R, S + 1, N) int64 predicted class; step 0 is the intact network
     losses:      (R, S + 1, N) float32 cross-entropy of each image at each step
+    inference_copy_used: whether it ran on the network's inference copy
     """
 
     predictions: np.ndarray
     losses: np.ndarray
+    inference_copy_used: bool = False
+
+
+class _StepCount:
+    """Counts the (ordering, step) replays done, in whole steps, for a progress callback."""
+
+    def __init__(self, progress: Callable[[int], None] | None, images: int) -> None:
+        self.progress, self.images, self.done, self.told = progress, max(images, 1), 0.0, 0
+
+    def ordering(self, steps: int, rows: int) -> None:
+        """One ordering's `steps` replayed on `rows` of the images."""
+        if self.progress is None:
+            return
+        self.done += steps * rows / self.images
+        whole = int(self.done + 1e-9)
+        if whole > self.told:
+            self.progress(whole - self.told)
+            self.told = whole
 
 
 def _check_orders(orders: np.ndarray, units: Units, steps: int | None) -> tuple[np.ndarray, int]:
@@ -100,6 +119,7 @@ def knockout_predictions(
     steps: int | None = None,
     image_chunk: int = 512,
     optimize: str = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> KnockoutRun:
     """Replay each ordering of units (R, >= steps) on the images, one knockout per step.
 
@@ -107,20 +127,29 @@ def knockout_predictions(
     Any network works; the fast path needs an nn.Sequential with the layers as children,
     or a network torch.fx can trace. optimize (auto: on the CPU): replay on the network's
     inference copy (pgsweep.analyses.inference), as `knockout_predictions_loop` does with
-    the same setting; false: on the network as it is.
+    the same setting; false: on the network as it is. progress(n): n more of the R x steps
+    (ordering, step) replays done.
     """
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = on_inference_copy(network, images, units.layers, optimize)
+    chosen, images = on_inference_copy(network, images, units.layers, optimize, knockout_check(units.layers))
+    run = _replay(chosen, images, labels, units, orders, steps, image_chunk, progress)
+    return replace(run, inference_copy_used=chosen is not network)
+
+
+def _replay(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, units: Units,
+            orders: np.ndarray, steps: int, image_chunk: int, progress) -> KnockoutRun:
     split = _segments(network, units.layers)
     if split is None:
         replay = graph_replay(network, units.layers, "knockout")
         if replay is not None:
-            run = _knockout_by_graph(replay, network, images, labels, units, orders, steps, image_chunk)
+            run = _knockout_by_graph(replay, network, images, labels, units, orders, steps, image_chunk, progress)
             if run is not None:
                 return run
         # already on the inference copy (or the network as it is): no second copy
-        return knockout_predictions_loop(network, images, labels, units, orders, steps, image_chunk, "false")
+        return knockout_predictions_loop(network, images, labels, units, orders, steps, image_chunk, "false",
+                                         progress)
+    counter = _StepCount(progress, len(images))
     segments, tail = split
     layer_of, channel_of = units.layer_index, units.channel
     count = len(images)
@@ -167,17 +196,20 @@ def knockout_predictions(
                     seen[key] = (logits.argmax(1).cpu().numpy(),
                                  F.cross_entropy(logits, y, reduction="none").cpu().numpy())
                     predictions[r, step, rows], losses[r, step, rows] = seen[key]
+                counter.ordering(steps, len(x))
     return KnockoutRun(predictions, losses)
 
 
 def _knockout_by_graph(replay: GraphReplay, network: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                       units: Units, orders: np.ndarray, steps: int, image_chunk: int) -> KnockoutRun | None:
+                       units: Units, orders: np.ndarray, steps: int, image_chunk: int,
+                       progress=None) -> KnockoutRun | None:
     """The fast path on any traced network: each step reruns only the graph nodes downstream of
     the layers whose masks changed. A mask multiplies the knocked channels by zero (the hook
     loop zeroes a clone: the same values, so the results equal it bit for bit, tested); None
     (the caller falls back) when the replayed intact network does not give its own logits."""
     layer_of, channel_of = units.layer_index, units.channel
     count = len(images)
+    counter = _StepCount(progress, count)
     predictions = np.empty((len(orders), steps + 1, count), dtype=np.int64)
     losses = np.empty((len(orders), steps + 1, count), dtype=np.float32)
     parameter = next(network.parameters())
@@ -230,6 +262,7 @@ def _knockout_by_graph(replay: GraphReplay, network: nn.Module, images: torch.Te
                     seen[key] = (logits.argmax(1).cpu().numpy(),
                                  F.cross_entropy(logits, y, reduction="none").cpu().numpy())
                     predictions[r, step, rows], losses[r, step, rows] = seen[key]
+                counter.ordering(steps, len(x))
     return KnockoutRun(predictions, losses)
 
 
@@ -242,6 +275,7 @@ def knockout_predictions_loop(
     steps: int | None = None,
     image_chunk: int = 512,
     optimize: str = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> KnockoutRun:
     """The per-step loop most people write: hooks zero the knocked channels, one full
     forward per step. The reference the fast path is tested and benchmarked against,
@@ -250,7 +284,8 @@ def knockout_predictions_loop(
     the two agree bit for bit; optimize=false is the loop on the network as given."""
     orders, steps = _check_orders(orders, units, steps)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    network, images = on_inference_copy(network, images, units.layers, optimize)
+    given = network
+    network, images = on_inference_copy(network, images, units.layers, optimize, knockout_check(units.layers))
     modules = dict(network.named_modules())
     knocked: dict[str, list[int]] = {layer: [] for layer in units.layers}
 
@@ -263,6 +298,7 @@ def knockout_predictions_loop(
         return zero
 
     handles = [modules[layer].register_forward_hook(hook(layer)) for layer in units.layers]
+    counter = _StepCount(progress, len(images))
     predictions = np.empty((len(orders), steps + 1, len(images)), dtype=np.int64)
     losses = np.empty((len(orders), steps + 1, len(images)), dtype=np.float32)
     parameter = next(network.parameters())
@@ -281,7 +317,8 @@ def knockout_predictions_loop(
                         y = labels[rows].to(logits.device)
                         predictions[r, step, rows] = logits.argmax(1).cpu().numpy()
                         losses[r, step, rows] = F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+                counter.ordering(steps, len(images))
     finally:
         for handle in handles:
             handle.remove()
-    return KnockoutRun(predictions, losses)
+    return KnockoutRun(predictions, losses, network is not given)
