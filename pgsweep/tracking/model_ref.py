@@ -58,7 +58,8 @@ def model_origin(ref: str, tracking_uri: str | None = None) -> ModelOrigin | Non
 def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
     """Load a model from a file path, an MLflow run id, or any MLflow artifact URI.
 
-    `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`.
+    `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`; a logged or
+    registered MLflow model (`models:/NAME/VERSION`, `models:/m-...`) loads the model file inside it.
     Reading never creates a store: a local SQLite file that is not there is an error.
     """
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -89,4 +90,6 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
         except Exception as error:  # MLflow raises several types for a missing run or path
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ModelError(f"cannot fetch model '{ref}' from {tracking_uri}: {message}") from None
-        return TrainedModel.load(downloaded / MODEL_FILE if downloaded.is_dir() else downloaded)
+        if downloaded.is_dir():  # a folder with the file, or an MLflow model with it in extra_files/
+            downloaded = next(iter(sorted(downloaded.rglob(MODEL_FILE))), downloaded / MODEL_FILE)
+        return TrainedModel.load(downloaded)
