@@ -137,9 +137,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def _fluent(self) -> Iterator[None]:
-        """MLflow's fluent API (which log_model uses) pointed at this run's store for the call."""
+        """MLflow's fluent API (which log_model uses) pointed at this run's store and experiment
+        (else the logged model lands in the Default experiment) for the call."""
         before = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.client.tracking_uri)
+        mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
         try:
             yield
         finally:
