@@ -18,7 +18,7 @@ SMALL = (
     f"stages=[{','.join(STAGES)}]", "data.image_size=44", "data.test_fraction=0.05", "data.val_fraction=0",
     "trainer.max_epochs=1", "analysis.knockout.classes=['0','1']", "analysis.knockout.random_orderings=2",
     "adversarial.max_images=6", "adversarial.images_per_shard=2", "adversarial.progress_bar=false",
-    "prune.criteria=[pg_softmax,random]", "prune.seeds=[0]", "prune.finetune_epochs=1", "prune.step_fraction=0.25",
+    "prune.criteria=[pg_softmax,random]", "prune.seeds=[0]", "prune.finetune_epochs=1", "prune.step_fraction=0.5",
     "prune.latency_repeats=1", "prune.progress_bar=false",
 )
 
