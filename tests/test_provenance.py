@@ -121,7 +121,7 @@ def test_the_model_is_an_mlflow_model_that_loads_and_answers_a_query(trained, co
     run = client.get_run(run_id)
     (output,) = run.outputs.model_outputs  # listed under the run's logged models
     logged = client.get_logged_model(output.model_id)
-    assert logged.name == "model" and logged.source_run_id == run_id
+    assert logged.name == "pytorch_model" and logged.source_run_id == run_id
     assert logged.experiment_id == run.info.experiment_id  # beside the run, not in Default
     assert client.get_model_version(REGISTERED, "1").run_id == run_id
 

@@ -17,6 +17,10 @@ from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
 from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, Metric, MlflowClient, Param, mlflow
 
+# The trained model's name among the run's logged models. Not "model": MLflow reads
+# runs:/ID/NAME/... as the logged model NAME's files, which would hide the model/ folder
+# every stage loads pgsweep-model.pt from.
+MLFLOW_MODEL_NAME = "pytorch_model"
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
 
@@ -87,7 +91,7 @@ class Tracker:
             self.log_file(path, folder or None)
 
     def log_model(self, model: TrainedModel, example=None, artifact_dir: str = MODEL_ARTIFACT_DIR,
-                  name: str = MODEL_ARTIFACT_DIR, registered_name: str | None = None) -> str:
+                  name: str = MLFLOW_MODEL_NAME, registered_name: str | None = None) -> str:
         """Store the model file as an artifact; returns the URI later stages load it from.
 
         With `example` (a few input images, (N, C, H, W)), the network is also logged as an
