@@ -80,6 +80,7 @@ class Settings:
     stage_settings: dict[str, object]  # each chosen stage's checked config section
     resolved: dict  # the whole resolved config, for params and the YAML artifact
     model: ModelSettings | None = None  # model.net (any net by _target_), model.weights, input_mean/std
+    recompute: bool = False  # resumable stages recompute every piece instead of resuming
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def read_settings(cfg: DictConfig) -> Settings:
     seed = resolved.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+    recompute = resolved.get("recompute", False)
+    if not isinstance(recompute, bool):
+        raise ConfigError(f"recompute must be true or false, got {recompute!r}")
     data = build(DataSettings, section(resolved, "data"), "data")
     # the classes, channels and pixel statistics come from the data at train time
     model = read_model_config(section(resolved, "model"), data.image_size, need_net=not resolved.get("model_ref"))
@@ -148,6 +152,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         model_ref=str(model_ref) if model_ref else None,
         stage_settings=stage_settings,
         resolved=resolved,
+        recompute=recompute,
     )
 
 
@@ -224,6 +229,18 @@ def beside_model(settings: Settings, chosen: Collection[str], origins: dict | No
     return settings, origin.run_id
 
 
+def _log_datasets(tracker, data, images, split) -> None:
+    """The split's parts as MLflow datasets of the run, each with its context (training, validation, test)."""
+    from pgsweep.data import source_path
+
+    source = source_path(data.name, data.root)
+    for part, context in (("train", "training"), ("val", "validation"), ("test", "test")):
+        indices = getattr(split, part)
+        if len(indices):
+            tracker.log_dataset(f"{data.name}-{part}", images.images[indices].numpy(),
+                                images.labels[indices].numpy(), source, context)
+
+
 def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResult:
     """Check everything, then run the configured stages inside one MLflow run.
 
@@ -234,7 +251,8 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
     settings = read_settings(cfg)  # first: a config error answers before torch or MLflow load
     from pgsweep.context import Context, check_compatible, model_split
     from pgsweep.data import load_dataset, stratified_split
-    from pgsweep.tracking import MODEL_RUN_TAG, flatten, resolve_model, tracked_run
+    from pgsweep.provenance import run_facts
+    from pgsweep.tracking import MODEL_RUN_TAG, flatten, provenance_tags, resolve_model, tracked_run
 
     model, model_run_id = None, None
     if settings.model_ref:
@@ -268,7 +286,7 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
         if check is not None:
             check(ctx)
 
-    tags = {"pgsweep.stages": ",".join(settings.stages), "pgsweep.data": data.name}
+    tags = {"pgsweep.stages": ",".join(settings.stages), "pgsweep.data": data.name, **provenance_tags(run_facts())}
     if settings.model_ref:
         tags["pgsweep.model_ref"] = settings.model_ref
     if model_run_id:
@@ -282,8 +300,10 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
                             "split.source": split_source,
                             "split.heldout_curve": "val" if len(split.val) else "test"})
         tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(settings.resolved)), "config.yaml")
+        _log_datasets(tracker, data, images, split)
         if settings.model is not None and settings.model.weights:  # so model_ref works on it afterwards
-            ctx.model_uri = tracker.log_model(model)
+            ctx.model_uri = tracker.log_model(model, example=images.images[:2].numpy(),
+                                              registered_name=settings.tracking.register_model)
             tracker.set_tags({"pgsweep.model_uri": ctx.model_uri})
         for name, module in modules.items():
             log.info("stage %s", name)

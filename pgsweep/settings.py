@@ -99,6 +99,8 @@ class TrackingSettings:
     run_name: str | None = None
     # A multirun's parent: each job's run nests under it (set by pgsweep.multirun)
     parent_run_id: str | None = None
+    # a Model Registry name: the trained model is registered under it (a new version each run)
+    register_model: str | None = None
 
     def validate(self) -> None:
         if not self.uri or "://" not in self.uri and not self.uri.startswith("databricks"):
@@ -109,6 +111,9 @@ class TrackingSettings:
             raise ConfigError("tracking.experiment must be a non-empty name")
         if self.parent_run_id is not None and not re.fullmatch(r"[0-9a-f]{32}", self.parent_run_id):
             raise ConfigError(f"tracking.parent_run_id '{self.parent_run_id}' is not an MLflow run id")
+        if self.register_model is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.register_model)):
+            raise ConfigError(f"tracking.register_model '{self.register_model}' is not a model name "
+                              "(letters, digits, '_', '.', '-')")
 
     @property
     def is_server(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pgsweep.data.digits import load_digits
+from pgsweep.data.digits import digits_file, load_digits
 from pgsweep.data.folder import load_folder
 from pgsweep.data.images import ImageSet, equalize_histograms
 from pgsweep.data.split import Split, stratified_split
@@ -38,5 +38,10 @@ def load_dataset(name: str, root: str | Path | None = None, image_size: int = 60
     return equalize_histograms(images) if equalize else images
 
 
+def source_path(name: str, root: str | Path | None) -> str:
+    """Where a dataset's images are read from: its folder, or scikit-learn's digits file."""
+    return str(Path(root).expanduser().resolve()) if root else str(digits_file())
+
+
 __all__ = ["ImageSet", "Split", "LOADERS", "equalize_histograms", "load_dataset", "load_digits", "load_folder",
-           "load_yale", "stratified_split"]
+           "load_yale", "source_path", "stratified_split"]

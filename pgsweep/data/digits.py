@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import sklearn.datasets
 from sklearn.datasets import load_digits as _sklearn_digits
 
 from pgsweep.data.images import ImageSet, image_set
@@ -17,3 +20,8 @@ def load_digits(root: object = None, image_size: int = 60) -> ImageSet:
     sources = [f"digits[{i}]" for i in range(len(arrays))]
     class_names = [str(name) for name in bunch.target_names]
     return image_set(arrays, labels, class_names, sources, image_size)
+
+
+def digits_file() -> Path:
+    """Where scikit-learn keeps the digits (a run's dataset source)."""
+    return Path(sklearn.datasets.__file__).resolve().parent / "data" / "digits.csv.gz"

@@ -25,7 +25,7 @@ from pgsweep.settings import AdversarialSettings, RaySettings, check_optimize
 from pgsweep.stages.common import predict_logits, ray_settings
 from pgsweep.sweep.grid import SweepJob
 from pgsweep.sweep.runner import SweepStats, check_address, ray_session, run_sweep
-from pgsweep.sweep.store import ShardStore
+from pgsweep.sweep.store import ShardStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
         batch_size=settings.batch_size, optimize=check_optimize(settings.optimize, "adversarial.optimize"),
     )
     shards = job.pieces()
-    folder = Path(settings.output_dir).expanduser() / job.key()[:16]
-    store = ShardStore(folder, job.describe())
+    store = open_store(settings.output_dir, job, ctx.settings.recompute)
+    folder = store.folder
     log.info("adversarial sweep (%s steps): %s x %s x %s = %s in %s -> %s", step_kind,
              counted(len(indices), "image"), counted(len(targets), "target"), counted(len(steps), "step"),
              counted(len(indices) * len(targets) * len(steps), "point"), counted(len(shards), "shard"), folder)

@@ -16,7 +16,6 @@ which load_model loads and every stage queries (model_ref=runs:/RUN_ID/prune/mod
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from pgsweep.prune.summary import comparisons, markdown, summarize
 from pgsweep.prune.surgery import coupled_convs, latencies, producing_conv
 from pgsweep.settings import CONV_LAYERS, PruneSettings
 from pgsweep.sweep.runner import check_address, run_sweep
-from pgsweep.sweep.store import ShardStore
+from pgsweep.sweep.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,8 @@ def run(ctx) -> None:
                    test_labels=labels[test], test_sources=tuple(ctx.images.sources[i] for i in test),
                    settings=settings, trainer=ctx.settings.trainer, tasks=tasks,
                    show_progress=settings.show_progress_bar())
-    folder = Path(settings.output_dir).expanduser() / job.key()[:16]
-    store = ShardStore(folder, job.describe())
+    store = open_store(settings.output_dir, job, ctx.settings.recompute)
+    folder = store.folder
     fractions = settings.fractions()
     log.info("prune: %s x %s = %s, %s to %.2f of %s (%s), %s per step -> %s",
              counted(len(settings.criteria), "criterion", "criteria"), counted(len(settings.seeds), "seed"),
@@ -138,7 +137,7 @@ def run(ctx) -> None:
     last = curves.step.max()
     model_files = {(r.criterion, int(r.seed)): r.model_file for r in curves.itertuples() if r.step == last}
     curves = curves.drop(columns="model_file")
-    uris = _log_models(tracker, model_files)
+    uris = _log_models(tracker, model_files, job.test_images[:2].numpy())
     summary = summarize(curves)
     compared, text = comparisons(summary), markdown(curves)
     tracker.log_table(curves, "prune/curves.parquet")
@@ -175,17 +174,12 @@ def _timed(curves: pd.DataFrame, test_images, settings: PruneSettings) -> pd.Dat
     return curves.assign(latency_ms=[1000 * t for t in seconds], latency_batch=settings.latency_batch)
 
 
-def _log_models(tracker, model_files: dict[tuple[str, int], bytes]) -> dict[tuple[str, int], str]:
-    """Each final pruned model as prune/models/<criterion>_seed<k>/pgsweep-model.pt (each loaded once
-    already, when it was timed)."""
+def _log_models(tracker, model_files: dict[tuple[str, int], bytes], example) -> dict[tuple[str, int], str]:
+    """Each final pruned model as prune/models/<criterion>_seed<k>/pgsweep-model.pt, and as the
+    MLflow model pruned_<criterion>_seed<k> (each loaded once already, when it was timed)."""
     uris = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for (criterion, seed), data in model_files.items():
-            name = f"{criterion}_seed{seed}"
-            path = Path(folder) / name / MODEL_FILE
-            path.parent.mkdir()
-            path.write_bytes(data)
-            artifact = f"prune/models/{name}"
-            tracker.log_file(path, artifact)
-            uris[(criterion, seed)] = f"runs:/{tracker.run_id}/{artifact}/{MODEL_FILE}"
+    for (criterion, seed), data in model_files.items():
+        name = f"{criterion}_seed{seed}"
+        uris[(criterion, seed)] = tracker.log_model(read_model(data), example, artifact_dir=f"prune/models/{name}",
+                                                    name=f"pruned_{name}")
     return uris

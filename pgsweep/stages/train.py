@@ -186,6 +186,7 @@ def run(ctx: Context) -> None:
     tracker.log_metrics({"train_seconds": report.seconds}, step=report.epochs)
     log_misclassified(tracker, report.test)
     ctx.model = model
-    ctx.model_uri = tracker.log_model(model)
+    ctx.model_uri = tracker.log_model(model, example=ctx.images.images[:2].numpy(),
+                                      registered_name=settings.tracking.register_model)
     tracker.set_tags({"pgsweep.model_uri": ctx.model_uri})
     ctx.reports["train"] = report

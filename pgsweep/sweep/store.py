@@ -1,20 +1,28 @@
 """A folder of finished shards, so a sweep resumes where it stopped (any Job's pieces; no Ray here).
 
-The folder's name is a hash of everything that decides the results (the job's key), so
-running the same command again finds the pieces it already finished, and a changed config
-never mixes with old results.
+The folder's name is a hash of everything that decides the results (the job's key and the
+code fingerprint, pgsweep.provenance), so running the same command again finds the pieces
+it already finished, and a changed config, a change to pgsweep's source or a library
+upgrade never mixes with old results. code.json beside the folders keeps, for each job,
+the fingerprint its pieces were last computed with: the log says what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from pgsweep.sweep.job import Piece
+from pgsweep.provenance import CodeFingerprint, code_fingerprint
+from pgsweep.sweep.job import Job, Piece
+
+log = logging.getLogger(__name__)
+CODE_MANIFEST = "code.json"
 
 
 class ShardStore:
@@ -59,6 +67,48 @@ class ShardStore:
             out.flush()
             os.fsync(out.fileno())
 
+    def clear(self) -> None:
+        """Forget every finished shard (recompute=true)."""
+        self.manifest.unlink(missing_ok=True)
+        for path in (self.folder / "shards").glob("*.parquet"):
+            path.unlink()
+
     def tables(self, shards: Iterable[Piece]) -> list[pd.DataFrame]:
         """Each shard's table read back, in the order given."""
         return [pd.read_parquet(self.folder / f"shards/{s.index:06d}.parquet") for s in shards]
+
+
+def open_store(root: str | Path, job: Job, recompute: bool = False) -> ShardStore:
+    """The store of `job`'s finished pieces under `root`, for the code installed now.
+
+    The folder is named by the job's key and the code fingerprint together. When this code
+    has no finished pieces of the job but other code had (code.json says), or recompute is
+    set, one line says the job is recomputed and why.
+    """
+    root = Path(root).expanduser()
+    fingerprint = code_fingerprint()
+    inputs = job.key()
+    folder = root / hashlib.sha256(f"{inputs}:{fingerprint.digest}".encode()).hexdigest()[:16]
+    store = ShardStore(folder, {**job.describe(), "code": fingerprint.digest})
+    manifest = root / CODE_MANIFEST
+    records = _read_json(manifest)
+    earlier = records.get(inputs[:16])
+    if recompute:
+        store.clear()
+        log.info("%s: recomputing every piece (recompute=true)", job.label)
+    elif earlier and earlier.get("code") != fingerprint.digest and not store.finished():
+        changes = fingerprint.changes_since(CodeFingerprint.from_dict(earlier))
+        log.info("%s: recomputing: %s since its pieces in %s were computed", job.label, changes,
+                 root / earlier.get("folder", "?"))
+    records[inputs[:16]] = {"folder": folder.name, **fingerprint.to_dict()}
+    partial = manifest.with_name(f"{CODE_MANIFEST}.{os.getpid()}.partial")  # jobs of a multirun may write at once
+    partial.write_text(json.dumps(records, indent=1, sort_keys=True))
+    partial.replace(manifest)
+    return store
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

@@ -18,7 +18,7 @@ from pgsweep.tracking.model_ref import MODEL_RUN_TAG, ModelOrigin, model_origin,
 from pgsweep.tracking.reader import RunRecord, StoreReader
 from pgsweep.tracking.runs import (
     EXPERIMENT_KIND_TAG, FAILED, FINISHED, KILLED, MODEL_TRAINING_KIND, RUNNING, SUMMARY_TABLE, UI_VIEW,
-    child_runs, finish_parent_run, start_parent_run, tracked_run,
+    child_runs, finish_parent_run, provenance_tags, start_parent_run, tracked_run,
 )
 from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, PARENT_TAG, default_tracking_uri
 from pgsweep.tracking.writer import Tracker, flatten, log_files
@@ -27,5 +27,5 @@ __all__ = [
     "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "KILLED", "MODEL_ARTIFACT_DIR", "MODEL_RUN_TAG",
     "MODEL_TRAINING_KIND", "PARENT_TAG", "RUNNING", "SUMMARY_TABLE", "UI_VIEW", "ModelOrigin", "RunRecord",
     "StoreReader", "Tracker", "TrackingSettings", "child_runs", "default_tracking_uri", "finish_parent_run",
-    "flatten", "log_files", "model_origin", "resolve_model", "start_parent_run", "tracked_run",
+    "flatten", "log_files", "model_origin", "provenance_tags", "resolve_model", "start_parent_run", "tracked_run",
 ]

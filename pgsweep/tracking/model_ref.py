@@ -58,7 +58,8 @@ def model_origin(ref: str, tracking_uri: str | None = None) -> ModelOrigin | Non
 def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
     """Load a model from a file path, an MLflow run id, or any MLflow artifact URI.
 
-    `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`.
+    `0123...cdef` (run id) and `runs:/ID` mean `runs:/ID/model/pgsweep-model.pt`; a logged or
+    registered MLflow model (`models:/NAME/VERSION`, `models:/m-...`) loads the model file inside it.
     Reading never creates a store: a local SQLite file that is not there is an error.
     """
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -83,10 +84,31 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
         )
     with tempfile.TemporaryDirectory() as folder:
         try:
+            if ref.startswith("models:/"):
+                ref = _model_location(ref, tracking_uri)
             downloaded = Path(
                 mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=folder, tracking_uri=tracking_uri)
             )
         except Exception as error:  # MLflow raises several types for a missing run or path
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ModelError(f"cannot fetch model '{ref}' from {tracking_uri}: {message}") from None
-        return TrainedModel.load(downloaded / MODEL_FILE if downloaded.is_dir() else downloaded)
+        if downloaded.is_dir():  # a folder with the file, or an MLflow model with it in extra_files/
+            downloaded = next(iter(sorted(downloaded.rglob(MODEL_FILE))), downloaded / MODEL_FILE)
+        return TrainedModel.load(downloaded)
+
+
+def _model_location(ref: str, tracking_uri: str) -> str:
+    """Where a models:/ URI's files are in this store: a logged model (models:/m-ID) or a
+    registered version (models:/NAME/VERSION, models:/NAME@ALIAS). MLflow's own download reads
+    the registry of the default store, not of tracking_uri."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    path = ref[len("models:/"):].strip("/")
+    if re.fullmatch(r"m-[0-9a-f]{32}", path):
+        return client.get_logged_model(path).artifact_location
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        return client.get_model_version_download_uri(name, client.get_model_version_by_alias(name, alias).version)
+    name, _, version = path.rpartition("/")
+    if not name or not version.isdigit():
+        raise ModelError(f"model_ref '{ref}': use models:/NAME/VERSION, models:/NAME@ALIAS or models:/m-ID")
+    return client.get_model_version_download_uri(name, version)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pgsweep.errors import ConfigError, Interrupted
 from pgsweep.logs import release_held
 from pgsweep.mlflow_ui import MODEL_TRAINING_WORKFLOW_TYPE
+from pgsweep.provenance import RunFacts
 from pgsweep.settings import TrackingSettings
 from pgsweep.tracking.store import (
     PARENT_TAG, MlflowClient, MlflowException, RunStatus, check_reachable, local_db_path,
@@ -110,6 +111,20 @@ def tracked_run(settings: TrackingSettings, tags: Mapping[str, str] | None = Non
         client.set_terminated(run_id, FAILED)
         raise
     client.set_terminated(run_id, FINISHED)
+
+
+def provenance_tags(facts: RunFacts) -> dict[str, str]:
+    """A run's tags for what made it: pgsweep.code (the fingerprint resumable stores key on),
+    pgsweep.version, MLflow's source tags (the git commit where pgsweep is a checkout), the
+    libraries' versions (pgsweep.lib.NAME), the device and the thread count."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    tags = {"pgsweep.code": facts.code, "pgsweep.version": facts.version, "pgsweep.device": facts.device,
+            "pgsweep.threads": str(facts.threads), MLFLOW_SOURCE_NAME: "pgsweep", MLFLOW_SOURCE_TYPE: "LOCAL",
+            **{f"pgsweep.lib.{name}": version for name, version in facts.libraries.items()}}
+    if facts.git_commit:
+        tags[MLFLOW_GIT_COMMIT] = facts.git_commit
+    return tags
 
 
 # ---------------------------------------------------------------- multiruns: a parent run

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
-from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, Metric, MlflowClient, Param
+from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, Metric, MlflowClient, Param, mlflow
 
+# The trained model's name among the run's logged models. Not "model": MLflow reads
+# runs:/ID/NAME/... as the logged model NAME's files, which would hide the model/ folder
+# every stage loads pgsweep-model.pt from.
+MLFLOW_MODEL_NAME = "pytorch_model"
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on one param value
 _BATCH = 100  # MLflow's limit on params per log_batch call
 
@@ -81,12 +90,79 @@ class Tracker:
             write(path)
             self.log_file(path, folder or None)
 
-    def log_model(self, model: TrainedModel) -> str:
-        """Store the model file as an artifact; returns the URI later stages load it from."""
+    def log_model(self, model: TrainedModel, example=None, artifact_dir: str = MODEL_ARTIFACT_DIR,
+                  name: str = MLFLOW_MODEL_NAME, registered_name: str | None = None) -> str:
+        """Store the model file as an artifact; returns the URI later stages load it from.
+
+        With `example` (a few input images, (N, C, H, W)), the network is also logged as an
+        MLflow PyTorch model called `name` (signature and input example; the model file
+        inside it, under extra_files/), so it is listed under the run's logged models,
+        loads with mlflow.pytorch.load_model and serves with `mlflow models serve`;
+        registered_name also registers it in the Model Registry.
+        """
         with tempfile.TemporaryDirectory() as folder:
             path = model.save(Path(folder) / MODEL_FILE)
-            self.log_file(path, MODEL_ARTIFACT_DIR)
-        return f"runs:/{self.run_id}/{MODEL_ARTIFACT_DIR}/{MODEL_FILE}"
+            self.log_file(path, artifact_dir)
+            if example is not None:
+                self._log_mlflow_model(model.network, path, example, name, registered_name)
+        return f"runs:/{self.run_id}/{artifact_dir}/{MODEL_FILE}"
+
+    def _log_mlflow_model(self, network, model_file: Path, example, name: str, registered_name: str | None) -> None:
+        import mlflow.pytorch  # noqa: F401  (a flavour MLflow does not import by itself)
+        import torch
+        from mlflow.models import infer_signature
+
+        example = np.ascontiguousarray(np.asarray(example, dtype=np.float32))
+        with torch.no_grad():
+            outputs = network.eval()(torch.from_numpy(example)).numpy()
+        # pinned to what computed it; pickled, so loading needs pgsweep importable (serve with
+        # --env-manager local where pgsweep is installed)
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+        with self._fluent(), _quiet("mlflow.pytorch", "mlflow.models"):
+            mlflow.pytorch.log_model(
+                network, name=name, run_id=self.run_id, signature=infer_signature(example, outputs),
+                input_example=example, pip_requirements=requirements, extra_files=[str(model_file)],
+                serialization_format="pickle",  # any nn.Module (pruned too), any batch size
+                registered_model_name=registered_name,
+            )
+
+    def log_dataset(self, name: str, features, targets, source: str, context: str) -> None:
+        """A data set as an MLflow dataset input of the run (its name, digest and source path)."""
+        import mlflow.data  # noqa: F401
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        with _quiet("mlflow.data"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "the source can be interpreted in multiple ways": a local path
+            dataset = mlflow.data.from_numpy(np.asarray(features), targets=np.asarray(targets), source=source,
+                                             name=name)
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """MLflow's fluent API (which log_model uses) pointed at this run's store and experiment
+        (else the logged model lands in the Default experiment) for the call."""
+        before = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """MLflow's warnings about formats pgsweep chose on purpose stay out of the user's log."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def log_files(settings: TrackingSettings, run_id: str, folder: str | Path, artifact_dir: str) -> None:
