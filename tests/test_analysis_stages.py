@@ -211,7 +211,7 @@ def test_knockout_on_a_residual_net_shows_progress_an_estimate_and_keeps_to_its_
         curves, summary, oracle, _ = knockout_analysis(net, images, labels, scores, [0, 1], settings)
     assert curves.step.max() == 6 and set(curves.groupby(["class", "score", "direction", "seed"]).step.max()) == {6}
     assert len(oracle) == 3 * scores.units.total  # the single knockouts are not capped
-    (plan,) = [r.getMessage() for r in caplog.records if "at most about" in r.getMessage()]
+    (plan,) = [r.getMessage() for r in caplog.records if "the replay about" in r.getMessage()]
     assert f"2 classes x 14 orderings x 6 steps of {scores.units.total} (analysis.knockout.max_steps)" in plan
     assert "on 12 test images" in plan and "one step took" in plan
     bars = capsys.readouterr().err
