@@ -114,8 +114,10 @@ def test_the_sweep_on_the_copy_gives_the_networks_table():
     assert (fast.prediction == plain.prediction).all()
     assert not np.array_equal(fast.target_confidence, plain.target_confidence)  # the copy was used
     np.testing.assert_allclose(fast.target_confidence, plain.target_confidence, rtol=1e-4, atol=1e-6)
-    assert fast.drop(columns=["target_confidence", "true_confidence"]).equals(
-        plain.drop(columns=["target_confidence", "true_confidence"]))
+    # each point's pixel change follows its gradient, which the copy rounds differently
+    np.testing.assert_allclose(fast.pixel_rms, plain.pixel_rms, rtol=1e-4)
+    floats = ["target_confidence", "true_confidence", "pixel_rms"]
+    assert fast.drop(columns=floats).equals(plain.drop(columns=floats))
 
 
 def test_the_copy_is_made_once_per_network_until_its_weights_change():
