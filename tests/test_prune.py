@@ -452,3 +452,14 @@ def test_a_tasks_scoring_and_fine_tuning_show_as_a_bar_only_when_asked(capsys):
     assert job.key() == replaced(job, show_progress=False).key()  # how it shows is not what it computes
     replaced(job, show_progress=False).run(job.tasks[0])
     assert "prune magnitude" not in capsys.readouterr().err
+
+
+def test_fine_tuning_leaves_torchs_deterministic_mode_as_it_found_it():
+    """Lightning's deterministic=True would leave torch's deterministic algorithms on for the
+    process, and a later stage's Captum DeepLift (a max unpool) would then fail."""
+    from pgsweep.stages.prune_job import finetune
+
+    images, labels = _images()
+    assert not torch.are_deterministic_algorithms_enabled()
+    finetune(_random_net(), images, labels, TrainSettings(batch_size=8), epochs=1, seed=0)
+    assert not torch.are_deterministic_algorithms_enabled()

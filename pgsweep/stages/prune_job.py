@@ -66,26 +66,27 @@ def finetune(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from pgsweep.models.lightning import ClassifierModule
-    from pgsweep.stages.common import quiet_lightning
+    from pgsweep.stages.common import determinism_restored, quiet_lightning
 
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*val_dataloader.*")
     pl.seed_everything(seed, workers=True, verbose=False)
     module = ClassifierModule(network, learning_rate=settings.learning_rate, momentum=settings.momentum,
                               weight_decay=settings.weight_decay)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                         num_sanity_val_steps=0, limit_val_batches=0)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=settings.batch_size, shuffle=True, num_workers=0)
-    network.train()
-    try:
-        trainer.fit(module, train_dataloaders=loader)
-    except SIGTERMException:  # as in pgsweep.stages.train: Lightning would exit 0 on SIGTERM
-        raise Interrupted(signal.SIGTERM) from None
-    except SystemExit:
-        if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1
-            raise KeyboardInterrupt from None
-        raise
+    with determinism_restored():  # as in pgsweep.stages.train
+        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+                             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                             num_sanity_val_steps=0, limit_val_batches=0)
+        loader = DataLoader(TensorDataset(images, labels), batch_size=settings.batch_size, shuffle=True, num_workers=0)
+        network.train()
+        try:
+            trainer.fit(module, train_dataloaders=loader)
+        except SIGTERMException:  # as in pgsweep.stages.train: Lightning would exit 0 on SIGTERM
+            raise Interrupted(signal.SIGTERM) from None
+        except SystemExit:
+            if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1
+                raise KeyboardInterrupt from None
+            raise
     return network.eval()
 
 

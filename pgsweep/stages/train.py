@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pgsweep.context import Context, data_provenance
 from pgsweep.data import ImageSet, Split
 from pgsweep.errors import ConfigError, Interrupted
-from pgsweep.stages.common import ErrorReport, log_misclassified, quiet_lightning, split_reports
+from pgsweep.stages.common import ErrorReport, determinism_restored, log_misclassified, quiet_lightning, split_reports
 from pgsweep.models.checkpoint import TrainedModel
 from pgsweep.models.build import build_network
 from pgsweep.models.spec import THESIS_TARGET, ConvNetSpec, ModelRecipe, ModelSettings
@@ -96,33 +96,35 @@ def train_model(
         weight_decay=settings.weight_decay,
         heldout_name=heldout_name,
     )
-    trainer = pl.Trainer(
-        max_epochs=settings.max_epochs,
-        accelerator=settings.accelerator,
-        devices=1,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=settings.show_progress_bar(),
-        callbacks=[_EpochMetrics(on_epoch_end)] if on_epoch_end else [],
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-    )
-    started = time.perf_counter()
-    try:
-        trainer.fit(
-            module,
-            train_dataloaders=_loader(images, split.train, settings.batch_size, shuffle=True),
-            val_dataloaders=_loader(images, heldout, 256, shuffle=False),
+    # Lightning's deterministic=True switches torch's deterministic algorithms on for the process
+    with determinism_restored():
+        trainer = pl.Trainer(
+            max_epochs=settings.max_epochs,
+            accelerator=settings.accelerator,
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=settings.show_progress_bar(),
+            callbacks=[_EpochMetrics(on_epoch_end)] if on_epoch_end else [],
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
         )
-    except SIGTERMException:
-        # Lightning turns SIGTERM into an exit with status 0: a scheduler would record success
-        raise Interrupted(signal.SIGTERM) from None
-    except SystemExit:
-        if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1; let the caller see it
-            raise KeyboardInterrupt from None
-        raise
+        started = time.perf_counter()
+        try:
+            trainer.fit(
+                module,
+                train_dataloaders=_loader(images, split.train, settings.batch_size, shuffle=True),
+                val_dataloaders=_loader(images, heldout, 256, shuffle=False),
+            )
+        except SIGTERMException:
+            # Lightning turns SIGTERM into an exit with status 0: a scheduler would record success
+            raise Interrupted(signal.SIGTERM) from None
+        except SystemExit:
+            if trainer.interrupted:  # Lightning swallows Ctrl-C and exits 1; let the caller see it
+                raise KeyboardInterrupt from None
+            raise
     seconds = time.perf_counter() - started
     network = network.cpu().eval()
 
