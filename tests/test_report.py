@@ -160,8 +160,9 @@ def test_barely_trained_models_reproduce_no_knockout_claim(tmp_path, yale_root):
     script = Path(sys.executable).with_name("pgsweep")
     done = subprocess.run([str(script), "-m", "+sweep=thesis", f"data.root={yale_root}", "seed=0,1",
                            "trainer.max_epochs=1", "stages=[train,rank,knockout]", "trainer.progress_bar=false",
-                           # only PG's orders beside the 40 random ones, on the test images: the claims' pairs
-                           "analysis.rank.scores=[pg_softmax]", "analysis.knockout.all_images=false"],
+                           # only PG's orders beside the 40 random ones, on the test images, one split: the claims' pairs
+                           "analysis.rank.scores=[pg_softmax,pg_logit]", "analysis.knockout.all_images=false",
+                           "data.group_duplicates=true"],  # 2 jobs, not 4
                           cwd=tmp_path, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-3000:]
