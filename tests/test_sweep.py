@@ -86,6 +86,7 @@ def test_sweep_on_ray_matches_the_per_point_loop(local_ray, trained, compose_con
     for column in ("target_confidence", "true_confidence"):
         assert np.allclose(results[column], want[column], atol=1e-5), column
     assert results.induced_error.any() and results.success.any()  # the grid is not trivial
+    assert np.allclose(results.pixel_rms, want.pixel_rms, rtol=1e-5)  # each point's actual x' - x
 
     client = MlflowClient(cfg.tracking.uri)
     run = client.get_run(result.run_id)
