@@ -315,3 +315,16 @@ def test_each_departure_from_the_thesis_setup_is_named_with_its_count():
                     "(thesis 60; 4 of 4 models)")
     same = [Job(None, "r", {key.replace("thesis_setup.", ""): str(value) for key, value in RULES.thesis_setup.items()}, {})]
     assert setup_departures(same, RULES.thesis_setup) == ""
+
+
+def test_a_section_whose_stage_was_left_out_reads_inconclusive_naming_what_is_missing():
+    """A multirun without the diagrams stage: claim 3's metrics are absent. The report keeps
+    going and says so, where it used to stop with a KeyError traceback."""
+    from pgsweep.report.claims import consistency
+    from pgsweep.report.document import Document, _section_or_missing
+
+    body = Document()
+    (claim,) = _section_or_missing(consistency, body, [_Job(0, {}, {"final_test_error": 0.1})], RULES)
+    assert claim.verdict.outcome == "inconclusive"
+    assert "did not log" in claim.verdict.reason and "diagrams" in claim.verdict.reason
+    assert "Not measured" in body.markdown()

@@ -138,6 +138,27 @@ def summary_rows(claims) -> list[list[str]]:
     return [[c.key, c.thesis, c.measured, f"**{c.outcome}**", c.setup or "no"] for c in claims]
 
 
+def _section_or_missing(section, body: Document, jobs, rules) -> list:
+    """A claim section, or, where the jobs did not log what it reads (a stage left out of the
+    multirun), one inconclusive row naming the missing metric or table."""
+    from pgsweep.errors import PgsweepError
+    from pgsweep.report.claims import Claim
+    from pgsweep.report.verdicts import INCONCLUSIVE, Verdict
+
+    part = Document()
+    try:
+        claims = section.section(part, jobs, rules)
+    except (KeyError, FileNotFoundError, PgsweepError) as missing:
+        what = missing.args[0] if missing.args else type(missing).__name__
+        name = section.__name__.rsplit(".", 1)[-1]
+        body.heading(2, f"{name}: not measured")
+        reason = f"the jobs did not log {what} (was its stage left out?)"
+        body.paragraph(f"Not measured: {reason}.")
+        return [Claim(name, "(not measured)", "n/a", Verdict(INCONCLUSIVE, "n/a", reason), "")]
+    body.blocks.extend(part.blocks)
+    return claims
+
+
 def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Document, list]:
     """The report of a thesis multirun: a summary table of verdicts, then a section per claim."""
     import numpy as np
@@ -149,7 +170,7 @@ def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Docume
 
     body, claims = Document(), []
     for section in SECTIONS:
-        claims += section.section(body, jobs, rules)
+        claims += _section_or_missing(section, body, jobs, rules)
     body.heading(2, "7. Beyond the thesis (not judged)")
     rho = {score: [j.metrics.get(f"knockout/{score}/spearman_oracle/mean", np.nan) for j in jobs]
            for score in ("pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor")}
@@ -159,7 +180,7 @@ def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Docume
                 f"Softmax saturation: the median probability a model gives each training image's own class, "
                 f"{spread(saturation)} (`final_train_median_true_probability`); near 1 the softmax is flat, so its "
                 "gradients, and the softmax PG with them, shrink for the most confident classes."])
-    claims += faithfulness.section(body, jobs, rules)  # after 7: it judges scores the thesis did not have
+    claims += _section_or_missing(faithfulness, body, jobs, rules)  # after 7: judges scores the thesis did not have
 
     doc = Document()
     doc.heading(1, "Querying Deep Neural Networks with Gradients (Lo 2016): the thesis on the Yale faces")
