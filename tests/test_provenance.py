@@ -103,6 +103,22 @@ def test_a_run_records_what_made_it(trained):
     assert int(tags["pgsweep.threads"]) == torch.get_num_threads()
 
 
+def test_logging_the_mlflow_model_leaves_the_environment_as_it_was(trained, tmp_path, monkeypatch):
+    """MLflow's fluent set_tracking_uri/set_experiment write MLFLOW_TRACKING_URI and
+    MLFLOW_EXPERIMENT_ID into os.environ; left there, every later subprocess (the next pgsweep,
+    a Ray worker) would log to this store instead of its own."""
+    from pgsweep.tracking import Tracker
+
+    _, _, _, model = trained
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.create_run(client.create_experiment("leak"))
+    Tracker(client, run.info.run_id).log_model(model, example=torch.zeros(2, 1, 60, 60))
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+    assert client.search_logged_models([run.info.experiment_id])  # and the model was logged
+
+
 def test_the_data_is_logged_as_mlflow_datasets_with_their_context(trained):
     uri, run_id, _, model = trained
     inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -143,6 +144,9 @@ class Tracker:
     def _fluent(self) -> Iterator[None]:
         """MLflow's fluent API (which log_model uses) pointed at this run's store and experiment
         (else the logged model lands in the Default experiment) for the call."""
+        # set_tracking_uri and set_experiment also write MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID
+        # into os.environ, which every later subprocess (a Ray worker, the next pgsweep) would inherit
+        environment = {name: os.environ.get(name) for name in _FLUENT_ENVIRONMENT}
         before = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.client.tracking_uri)
         mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
@@ -150,6 +154,14 @@ class Tracker:
             yield
         finally:
             mlflow.set_tracking_uri(before)
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+_FLUENT_ENVIRONMENT = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 @contextlib.contextmanager
