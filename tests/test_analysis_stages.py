@@ -74,8 +74,9 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert metrics["rank/filters"] == 23 and metrics["rank/images"] == 449
     for name in ("auc_strongest", "auc_weakest", "area_between", "spearman_oracle"):
         assert f"knockout/pg_softmax/{name}/class_0" in metrics and f"knockout/taylor/{name}/mean" in metrics
-    # recomputed from the logged per-image scores: z-score each filter, then Pearson per image pair
-    image_scores = _table(client, run_id, "diagrams/image_scores.parquet")
+    # recomputed from the logged per-image scores (each image's own class as target): z-score
+    # each filter, then Pearson per image pair
+    image_scores = image_scores[image_scores.target == image_scores["class"]].reset_index(drop=True)
     vectors = image_scores[[c for c in image_scores if "-" in c]].to_numpy(np.float64)
     vectors = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1.0)
     corr = np.corrcoef(vectors)

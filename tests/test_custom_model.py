@@ -281,7 +281,7 @@ def _bad_weights(tmp_path: Path) -> str:
 
 def _rgb_weights(tmp_path: Path) -> str:
     """Weights of a net trained on 3-channel images."""
-    torch.save(TinyResNet(num_classes=3, width=4, in_channels=3).state_dict(), tmp_path / "rgb.pt")
+    torch.save(SmallResNet(num_classes=3, width=4, in_channels=3).state_dict(), tmp_path / "rgb.pt")
     return str(tmp_path / "rgb.pt")
 
 
@@ -300,7 +300,7 @@ def _rgb_weights(tmp_path: Path) -> str:
     (("data.channels=1", "+model.net.in_channels=3"),
      "data.channels=1, but the net's first layer (conv) takes 3 channels: set data.channels=3"),
     (("data.channels=1", "model.weights=RGB", "stages=[evaluate]"),
-     "do not fit TinyResNet: its first conv 'conv.weight' takes 3 input channels, the data has 1: "
+     "do not fit SmallResNet: its first conv 'conv.weight' takes 3 input channels, the data has 1: "
      "set data.channels=3"),
 ])
 def test_bad_input_is_one_line_before_any_run(rgb_folder, tmp_path, compose_config, overrides, message):

