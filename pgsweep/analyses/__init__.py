@@ -11,6 +11,20 @@ The pipeline stages that run them and log their results live in pgsweep.stages.
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and the API reference (mkdocstrings) read; at run time, __getattr__
+    from pgsweep.analyses.diagrams import choose_images, consistency, image_filter_scores
+    from pgsweep.analyses.features import FeatureMaps, feature_maps, feature_table, receptive_field
+    from pgsweep.analyses.knockout import (
+        KnockoutRun, area, class_orders, curve_table, knockout_predictions, knockout_predictions_loop,
+        random_orders, single_knockouts, summarize,
+    )
+    from pgsweep.analyses.ranking import (
+        SCORES, ClassScores, class_scores, strongest_first, strongest_weakest, thesis_table_markdown,
+        weakest_first,
+    )
+    from pgsweep.analyses.units import Units, default_layers, find_units
 
 # where each public name lives; imported on first use, so the light modules of this package
 # (choices: what config checks need) load without torch

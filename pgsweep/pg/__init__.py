@@ -1,6 +1,11 @@
 """The prediction-gradient engine: pure tensor math, no tracking, no orchestration."""
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and the API reference (mkdocstrings) read; at run time, __getattr__
+    from pgsweep.pg.engine import INPUT, PredictionGradients, prediction_gradients
+    from pgsweep.pg.reductions import class_average, class_filter_scores, filter_scores, saliency
 
 # imported on first use, so pgsweep.pg.choices (what config checks need) loads without torch
 _HOMES = {"INPUT": "engine", "PredictionGradients": "engine", "prediction_gradients": "engine",
