@@ -85,3 +85,20 @@ def compose_config(tmp_path: Path):
             )
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_environment_leaks():
+    """A test that leaves MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID or PGSWEEP_PARENT_RUN_ID in
+    os.environ sends every later subprocess of its worker (a pgsweep command) to its own store:
+    fail it, naming the variable, and put the environment back."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "PGSWEEP_PARENT_RUN_ID")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    leaked = [name for name in names if os.environ.get(name) != before[name]]
+    for name in leaked:
+        if before[name] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before[name]
+    assert not leaked, f"the test left {', '.join(leaked)} changed in os.environ"

@@ -129,10 +129,13 @@ def test_the_data_is_logged_as_mlflow_datasets_with_their_context(trained):
     assert len({d.digest for d in by_context.values()}) == 3  # three different sets of images
 
 
-def test_the_model_is_an_mlflow_model_that_loads_and_answers_a_query(trained, compose_config):
+def test_the_model_is_an_mlflow_model_that_loads_and_answers_a_query(trained, compose_config, monkeypatch):
     import mlflow
 
     uri, run_id, _, model = trained
+    # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ: monkeypatch puts it back,
+    # else every later subprocess of this test process logs to this test's store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     (output,) = run.outputs.model_outputs  # listed under the run's logged models
