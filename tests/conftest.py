@@ -87,6 +87,21 @@ def compose_config(tmp_path: Path):
     return make
 
 
+def train_digits(folder: Path, *overrides: str):
+    """Train on the digits for 1 epoch into a SQLite store in `folder` and save the model file
+    beside it; returns (tracking uri, the pipeline's result, the model file's path)."""
+    from pgsweep.pipeline import run_pipeline
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"tracking.uri={uri}", "trainer.progress_bar=false",
+                                           "trainer.max_epochs=1", "stages=[train]", *overrides])
+    result = run_pipeline(cfg)
+    path = folder / "pgsweep-model.pt"
+    result.model.save(path)
+    return uri, result, path
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_environment_leaks():
     """A test that leaves MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID or PGSWEEP_PARENT_RUN_ID in

@@ -19,6 +19,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import train_digits
+
 from pgsweep import provenance
 from pgsweep.errors import ConfigError
 from pgsweep.pipeline import read_settings, run_pipeline
@@ -73,19 +75,7 @@ def test_bad_options_are_refused(compose_config, override, message):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A digits model trained for 1 epoch and registered; (tracking uri, run id, model file)."""
-    from hydra import compose, initialize_config_dir
-
-    from pgsweep.cli import config_dir
-
-    folder = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"tracking.uri={uri}", "trainer.progress_bar=false",
-                                           "trainer.max_epochs=1", "stages=[train]",
-                                           f"tracking.register_model={REGISTERED}"])
-    result = run_pipeline(cfg)
-    path = folder / "pgsweep-model.pt"
-    result.model.save(path)
+    uri, result, path = train_digits(tmp_path_factory.mktemp("trained"), f"tracking.register_model={REGISTERED}")
     return uri, result.run_id, path, result.model
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import train_digits
+
 from pgsweep.analyses.adversarial import Perturbation
 from pgsweep.data import load_dataset
 from pgsweep.errors import ConfigError
@@ -39,19 +41,8 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A digits model trained for 1 epoch; returns (tracking uri, path of its model file)."""
-    from hydra import compose, initialize_config_dir
-
-    from pgsweep.cli import config_dir
-
-    folder = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"tracking.uri={uri}", "trainer.progress_bar=false",
-                                           "trainer.max_epochs=1", "stages=[train]"])
-    result = run_pipeline(cfg)
-    path = folder / "pgsweep-model.pt"
-    result.model.save(path)
+    """A digits model trained for 1 epoch; returns (tracking uri, path of its model file, run id)."""
+    uri, result, path = train_digits(tmp_path_factory.mktemp("trained"))
     return uri, path, result.run_id
 
 
