@@ -259,3 +259,45 @@ def test_the_ranking_reports_its_progress_image_by_chunk():
     told = class_scores(net, images, labels, ("a", "b", "c"), ["act"], image_chunk=4, progress=done.append)
     assert done == [4, 4, 2]
     np.testing.assert_array_equal(told.scores["pg_softmax"], quiet.scores["pg_softmax"])
+
+
+def test_class_error_on_all_images_is_the_plain_loops_on_the_class_images():
+    """analysis.knockout.all_images: PG's orderings run on their class's images only and the random
+    ones once on all images; each class's error on all of its images equals the plain per-step
+    loop run on every image, for both kinds of ordering."""
+    import torch
+
+    from pgsweep.analyses.knockout import knockout_predictions_loop
+    from pgsweep.analyses.knockout.curves import class_errors
+    from pgsweep.analyses.ranking import class_scores
+    from pgsweep.analyses.units import default_layers
+    from pgsweep.models.convnet import ThesisConvNet
+    from pgsweep.models.spec import ConvNetSpec
+    from pgsweep.settings import read_analysis_config
+    from pgsweep.stages.knockout import knockout_analysis
+
+    torch.manual_seed(0)
+    net = ThesisConvNet(ConvNetSpec(num_classes=3, input_size=28, conv_channels=(3, 4), hidden_units=(6,)))
+    images, labels = torch.rand(30, 1, 28, 28), torch.arange(30) % 3
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(60):  # fitted, so that knockouts change predictions
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(images), labels).backward()
+        optimizer.step()
+    net.eval()
+    test, test_labels = images[:12], labels[:12]
+    scores = class_scores(net, test, test_labels, ("a", "b", "c"), default_layers(net, images[:1])[:2])
+    settings = read_analysis_config({"progress_bar": "false", "knockout": {"after": 2, "random_orderings": 3}})
+    curves, *_ = knockout_analysis(net, test, test_labels, scores, [0, 2], settings, images, labels)
+    picked = curves[curves.score.isin(["pg_softmax", "random"])]
+    assert picked.class_error_all.notna().all() and curves[~curves.index.isin(picked.index)].class_error_all.isna().all()
+    by_name = {name: u for u, name in enumerate(scores.units.names())}
+    for (c, score, direction, seed), table in picked.groupby(["class", "score", "direction", "seed"]):
+        order = np.array([[by_name[k] for k in table.sort_values("step").knocked.iloc[1:]]])
+        loop = knockout_predictions_loop(net, images, labels, scores.units, order, optimize="false")
+        expected = class_errors(loop, labels.numpy(), c)[0]
+        assert np.array_equal(table.sort_values("step").class_error_all.to_numpy(), expected), (c, score, direction, seed)
+    assert (picked.groupby("class").class_images_all.first() == 10).all()
+    # the curves differ between orderings, so a row given another ordering's errors would show
+    random = picked[(picked.score == "random") & (picked["class"] == 0)]
+    assert random.groupby("seed").class_error_all.apply(tuple).nunique() > 1

@@ -107,20 +107,21 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     randoms = random_orders(units.total, settings.knockout.random_orderings,
                             weights_seed(network) if seed == MODEL_SEED else int(seed))
     orderings = len(classes) * (2 * (len(scores.scores) + 1) + len(randoms))  # + 1: the oracle
-    on_all = len(classes) * (2 + len(randoms)) if all_images is not None else 0
+    on_all = len(classes) * 2 + len(randoms) if all_images is not None else 0  # PG's (a class's images), random
     # the estimate: one step timed (first-layer filters: the whole net reruns), times the distinct
     # orderings' steps (the random orders are every class's)
     seconds = _step_seconds(network, test_images, test_labels, units, chunk, optimize, steps)
     distinct = orderings - (len(classes) - 1) * len(randoms)
-    distinct_all = on_all - (len(classes) - 1) * len(randoms) if on_all else 0
-    estimate = seconds * (units.total + distinct * steps
-                          + (distinct_all * steps * len(all_images) / len(test_images) if on_all else 0))
+    # on all images: PG's orderings on their class's images (about a class's share), the random ones on all
+    images_all = (2 * len(all_images) + len(randoms) * len(all_images)) if on_all else 0
+    estimate = seconds * (units.total + distinct * steps + images_all * steps / len(test_images))
     log.info("knockout: %s x %s x %s on %s, after %s; the replay about %s (one step took %.2f ms, times the steps)",
              counted(len(classes), "class", "classes"), counted(orderings // len(classes), "ordering"),
              counted(steps, "step") + ("" if steps == units.total else f" of {units.total} (analysis.knockout."
                                         "max_steps)"), counted(len(test_images), "test image"),
              counted(units.total, "single knockout")
-             + (f"; {on_all} orderings also on all {len(all_images)} images" if on_all else ""),
+             + (f"; on all {len(all_images)} images, PG's {2 * len(classes)} orderings (each on its class's) "
+                f"and the {len(randoms)} random ones" if on_all else ""),
              _duration(estimate), seconds * 1000)
     show = settings.query.show_progress_bar()
     with progress_bar(units.total, "knockout: single knockouts", show) as bar:
@@ -139,35 +140,48 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
         run = knockout_predictions(network, test_images, test_labels, units, everything, steps, chunk, optimize,
                                    bar.update)
     pg = f"pg_{settings.query.output}"
-    whole_rows = [i for i, key in enumerate(k for *_, keys in per_class for k in keys)
-                  if key[0] in (pg, "random")]
-    whole = None
-    if all_images is not None:  # 4x the images: only the orderings the thesis's claims are about
-        with progress_bar(len(whole_rows) * steps, "knockout: all images", show) as bar:
-            whole = knockout_predictions(network, all_images, all_labels, units, everything[whole_rows], steps,
-                                         chunk, optimize, bar.update)
-        whole_of = {row: i for i, row in enumerate(whole_rows)}
+    # on all images, only the orderings the thesis's claims are about: PG's, and the random ones
+    on_all = _class_errors_on_all(network, all_images, all_labels, units, per_class, randoms, pg, steps, chunk,
+                                  optimize, show) if all_images is not None else {}
     curves, summaries, start = [], [], 0
     for c, class_scores, oracle_c, orders, keys in per_class:
         rows = slice(start, start + len(orders))
         class_run = KnockoutRun(run.predictions[rows], run.losses[rows])
         table = curve_table(class_run, keys, orders, labels, c, names[c], units)
         table["class_error_all"] = np.nan
-        table["class_images_all"] = int((np.asarray(all_labels) == c).sum()) if whole is not None else 0
-        if whole is not None:
-            picked = [r for r in range(start, start + len(orders)) if r in whole_of]
-            errors = class_errors(KnockoutRun(whole.predictions[[whole_of[r] for r in picked]], whole.losses[:0]),
-                                  np.asarray(all_labels), c)
-            steps = errors.shape[1]
-            for i, r in enumerate(picked):
-                at = slice((r - start) * steps, (r - start + 1) * steps)
-                table.loc[table.index[at], "class_error_all"] = errors[i]
+        table["class_images_all"] = int((np.asarray(all_labels) == c).sum()) if all_images is not None else 0
+        for i, errors in on_all.get(c, {}).items():  # the table: each ordering's steps 0..S in turn
+            table.loc[table.index[i * len(errors):(i + 1) * len(errors)], "class_error_all"] = errors
         start += len(orders)
         curves.append(table)
         summaries.append(summarize(table, class_scores, oracle_c, settings.knockout.after))
     curves_table = pd.concat(curves, ignore_index=True)
     summary = pd.concat(summaries, ignore_index=True)
     return curves_table, summary, oracle, run.inference_copy_used
+
+
+def _class_errors_on_all(network, all_images, all_labels, units, per_class, randoms, pg: str, steps: int,
+                         chunk: int, optimize: str, show: bool) -> dict[int, dict[int, np.ndarray]]:
+    """class -> {row of its orderings: (S + 1,) error on all of the class's images} for PG's and
+    the random orderings. A class's PG orderings need only its own images; the random orders,
+    every class's, are replayed once on all of them."""
+    all_labels = np.asarray(all_labels)
+    mine = [[i for i, key in enumerate(keys) if key[0] == pg] for *_, keys in per_class]
+    out: dict[int, dict[int, np.ndarray]] = {}
+    with progress_bar((sum(map(len, mine)) + len(randoms)) * steps, "knockout: all images", show) as bar:
+        shared = knockout_predictions(network, all_images, all_labels, units, randoms, steps, chunk, optimize,
+                                      bar.update) if len(randoms) else None
+        for (c, _, _, orders, keys), rows in zip(per_class, mine):
+            members = np.flatnonzero(all_labels == c)
+            own = knockout_predictions(network, all_images[members], all_labels[members], units, orders[rows],
+                                       steps, chunk, optimize, bar.update) if rows else None
+            out[c] = {row: errors for row, errors in zip(rows, class_errors(own, all_labels[members], c))} \
+                if own is not None else {}
+            if shared is not None:
+                randoms_at = [i for i, key in enumerate(keys) if key[0] == "random"]
+                errors = class_errors(shared, all_labels, c)
+                out[c].update({row: errors[key[2]] for row, key in ((i, keys[i]) for i in randoms_at)})
+    return out
 
 
 def knockout_steps(filters: int, settings: AnalysisSettings) -> int:
