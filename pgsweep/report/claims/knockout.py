@@ -45,6 +45,18 @@ def _curve(rows: pd.DataFrame, column: str, step: int) -> float:
     return float(at[column].mean()) if len(at) else np.nan
 
 
+def _areas(orders: pd.DataFrame) -> list[float]:
+    """area() of each ordering's class-error curve (rows of one identity, one per seed and step),
+    in seed order: as one array when every seed has the same steps."""
+    wide = orders.pivot_table(index="seed", columns="step", values="class_error", aggfunc="first", dropna=False) \
+        if len(orders) else None
+    if wide is None or wide.isna().any(axis=None) or len(wide.columns) < 2 \
+            or len(orders) != wide.size:  # ragged: one curve at a time
+        return [area(g["step"].to_numpy(), g["class_error"].to_numpy()) for _, g in orders.groupby("seed")]
+    steps = wide.columns.to_numpy(float)
+    return list(np.trapezoid(wide.to_numpy(float), steps, axis=1) / (steps[-1] - steps[0]))
+
+
 def measure(jobs: list[Job], rules: Rules, score: str | None = None) -> pd.DataFrame:
     """One row per (model, identity): PG's numbers (or another knocked-out `score`'s)
     strongest- and weakest-first and the mean of the model's random orders for that identity
@@ -54,11 +66,14 @@ def measure(jobs: list[Job], rules: Rules, score: str | None = None) -> pd.DataF
     rows = []
     for job in jobs:
         curves, pg = job.curves, score or job.pg_score
+        # one pass over the table (it holds every score's orderings): a lookup per ordering after it
+        orderings = dict(tuple(curves.groupby(["class", "score", "direction"], sort=False)))
         for c, by_class in curves.groupby("class"):
-            strongest = by_class[(by_class["score"] == pg) & (by_class["direction"] == "strongest")]
-            weakest = by_class[(by_class["score"] == pg) & (by_class["direction"] == "weakest")]
-            randoms = by_class[by_class["score"] == RANDOM]
-            random_areas = [area(g["step"].to_numpy(), g["class_error"].to_numpy()) for _, g in randoms.groupby("seed")]
+            nothing = by_class.iloc[:0]
+            strongest = orderings.get((c, pg, "strongest"), nothing)
+            weakest = orderings.get((c, pg, "weakest"), nothing)
+            randoms = orderings.get((c, RANDOM, RANDOM), nothing)
+            random_areas = _areas(randoms)
             after_weak = weakest[weakest["step"] == after]
             rows.append({
                 "run": job.run_id, "model": job.label, "class": int(c), "class_name": by_class["class_name"].iloc[0],
