@@ -58,7 +58,8 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
             "fc_class_scores.parquet", "fc_thesis_table.md"} <= _artifacts(client, run_id, "rank")
     assert {"curves.parquet", "summary.parquet", "oracle.parquet", "summary.md", "class_0.png", "class_1.png",
             "thesis_class_error.png", "thesis_overall_error.png"} <= _artifacts(client, run_id, "knockout")
-    assert {"image_scores.parquet", "consistency.parquet", "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
+    assert {"image_scores.parquet", "consistency.parquet", "fixed_class_consistency.parquet",
+            "network_pg.png"} <= _artifacts(client, run_id, "diagrams")
     # every image's PG for every class as target (claim 3's fixed-class vectors), own class included
     image_scores = _table(client, run_id, "diagrams/image_scores.parquet")
     assert len(image_scores) == 449 * 10 and image_scores.groupby("image").target.nunique().eq(10).all()
@@ -74,16 +75,25 @@ def test_every_stage_logs_its_tables_figures_and_metrics(analysed):
     assert metrics["rank/filters"] == 23 and metrics["rank/images"] == 449
     for name in ("auc_strongest", "auc_weakest", "area_between", "spearman_oracle"):
         assert f"knockout/pg_softmax/{name}/class_0" in metrics and f"knockout/taylor/{name}/mean" in metrics
-    # recomputed from the logged per-image scores (each image's own class as target): z-score
-    # each filter, then Pearson per image pair
-    image_scores = image_scores[image_scores.target == image_scores["class"]].reset_index(drop=True)
-    vectors = image_scores[[c for c in image_scores if "-" in c]].to_numpy(np.float64)
-    vectors = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1.0)
-    corr = np.corrcoef(vectors)
-    same = image_scores["class"].to_numpy()[:, None] == image_scores["class"].to_numpy()[None, :]
-    off_diagonal = ~np.eye(len(image_scores), dtype=bool)
-    assert metrics["diagrams/within_class_correlation"] == pytest.approx(corr[same & off_diagonal].mean(), abs=1e-9)
-    assert metrics["diagrams/between_class_correlation"] == pytest.approx(corr[~same].mean(), abs=1e-9)
+    # recomputed from the logged per-image scores: z-score each filter, then Pearson per image
+    # pair; first each image's own class as target, then one fixed target at a time (claim 3's)
+    def within_between(rows: pd.DataFrame) -> tuple[float, float]:
+        vectors = rows[[c for c in rows if "-" in c]].to_numpy(np.float64)
+        vectors = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1.0)
+        corr = np.corrcoef(vectors)
+        same = rows["class"].to_numpy()[:, None] == rows["class"].to_numpy()[None, :]
+        return corr[same & ~np.eye(len(rows), dtype=bool)].mean(), corr[~same].mean()
+
+    own_within, own_between = within_between(image_scores[image_scores.target == image_scores["class"]])
+    assert metrics["diagrams/within_class_correlation"] == pytest.approx(own_within, abs=1e-9)
+    assert metrics["diagrams/between_class_correlation"] == pytest.approx(own_between, abs=1e-9)
+    fixed = pd.DataFrame([within_between(rows) for _, rows in image_scores.groupby("target")],
+                         columns=["within", "between"])
+    logged = _table(client, run_id, "diagrams/fixed_class_consistency.parquet").sort_values("target")
+    assert list(logged.target) == list(range(10))
+    np.testing.assert_allclose(logged[["within", "between"]].to_numpy(), fixed.to_numpy(), atol=1e-9)
+    assert metrics["diagrams/fixed_class_within_correlation"] == pytest.approx(fixed.within.mean(), abs=1e-9)
+    assert metrics["diagrams/fixed_class_between_correlation"] == pytest.approx(fixed.between.mean(), abs=1e-9)
 
     scores = _table(client, run_id, "rank/class_scores.parquet")
     assert len(scores) == 10 * 23 and {"pg_softmax", "pg_logit", "loss_gradient", "activation", "taylor"} <= set(scores)

@@ -2,9 +2,12 @@
 
 Logs under diagrams/: image_scores.parquet (every test image's PG per filter for every class as
 `target`, one row per (image, target); target == class is the own-class PG),
-consistency.parquet (within- vs between-class correlation of those vectors), network_pg.png;
-metrics diagrams/within_class_correlation, diagrams/between_class_correlation and
-diagrams/consistency_p_value (a permutation test of within - between).
+consistency.parquet (within- vs between-class correlation of the own-class vectors),
+fixed_class_consistency.parquet (the same over all images, one fixed target's PG at a time,
+one row per target), network_pg.png; metrics diagrams/within_class_correlation,
+diagrams/between_class_correlation and diagrams/consistency_p_value (own class, with a
+permutation test of within - between), and diagrams/fixed_class_within_correlation and
+diagrams/fixed_class_between_correlation (means over the fixed targets: what claim 3 judges).
 """
 
 from __future__ import annotations
@@ -52,12 +55,17 @@ def run(ctx) -> None:
     scores = pd.concat([pd.DataFrame(frame), pd.DataFrame(vectors, columns=units.names())], axis=1)
     # every class's PG for every image too: own-class vectors share the output unit within a
     # class, so claim 3 compares images on one fixed class's PG at a time (target column)
-    fixed = []
+    fixed, fixed_agreement = [], []
     for target in range(len(names)):
         target_vectors, _ = image_filter_scores(network, images, torch.full_like(labels, target), units.layers,
                                                 settings.query.output, settings.query.norm, settings.query.image_chunk)
         fixed.append(scores.assign(target=target).assign(**dict(zip(units.names(), target_vectors.T))))
+        every_pair = consistency(target_vectors, labels.numpy(), names).iloc[-1]
+        fixed_agreement.append({"target": target, "target_name": names[target], "images": int(every_pair["images"]),
+                                "within": every_pair["within"], "between": every_pair["between"]})
     ctx.tracker.log_table(pd.concat(fixed, ignore_index=True), "diagrams/image_scores.parquet")
+    fixed_agreement = pd.DataFrame(fixed_agreement)
+    ctx.tracker.log_table(fixed_agreement, "diagrams/fixed_class_consistency.parquet")
     agreement = consistency(vectors, labels.numpy(), names)
     ctx.tracker.log_table(agreement, "diagrams/consistency.parquet")
     overall = agreement[agreement["class"] == -1].iloc[0]
@@ -67,11 +75,14 @@ def run(ctx) -> None:
                              "diagrams/between_class_correlation": overall["between"],
                              "diagrams/consistency_p_value": test["p_value"],
                              "diagrams/consistency_permutations": test["permutations"],
-                             "diagrams/images": test["images"]})
+                             "diagrams/images": test["images"],
+                             "diagrams/fixed_class_within_correlation": fixed_agreement["within"].mean(),
+                             "diagrams/fixed_class_between_correlation": fixed_agreement["between"].mean()})
     chosen = choose_images(labels.numpy(), _classes(ctx, settings), settings.diagrams.images_per_class)
     figure = plots.network_diagrams(images[chosen].numpy(), vectors[chosen], labels.numpy()[chosen], names,
                                     units.layer_index, units.layers)
     ctx.tracker.log_figure(figure, "diagrams/network_pg.png")
-    log.info("diagrams: within-class correlation %.3f, between %.3f (permutation p = %.4f)",
-             overall["within"], overall["between"], test["p_value"])
+    log.info("diagrams: within-class correlation %.3f, between %.3f (permutation p = %.4f); fixed-class PG, "
+             "mean over targets: within %.3f, between %.3f", overall["within"], overall["between"], test["p_value"],
+             fixed_agreement["within"].mean(), fixed_agreement["between"].mean())
     ctx.reports["diagrams"] = {"scores": scores, "consistency": agreement, "chosen": indices[chosen]}
