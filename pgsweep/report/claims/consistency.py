@@ -24,14 +24,23 @@ IMAGE_SCORES = "diagrams/image_scores.parquet"
 _ID_COLUMNS = ("image", "source", "class", "class_name", "target")
 
 
-def within_and_between(vectors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(N, F) vectors, (N,) labels -> the mean Pearson correlation of same-label pairs and that of
-    different-label pairs (features standardized over the images first)."""
+def correlations(vectors: np.ndarray) -> np.ndarray:
+    """(N, F) vectors -> (N, N) Pearson correlations of the images (features standardized over
+    the images first)."""
     z = (vectors - vectors.mean(0)) / np.where(vectors.std(0) > 0, vectors.std(0), 1)
-    corr = np.corrcoef(z)
+    return np.corrcoef(z)
+
+
+def _within_and_between(corr: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     same = labels[:, None] == labels[None, :]
     off = ~np.eye(len(labels), dtype=bool)
     return float(corr[same & off].mean()), float(corr[~same].mean())
+
+
+def within_and_between(vectors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(N, F) vectors, (N,) labels -> the mean Pearson correlation of same-label pairs and that of
+    different-label pairs (features standardized over the images first)."""
+    return _within_and_between(correlations(vectors), labels)
 
 
 def within_between(vectors: np.ndarray, labels: np.ndarray) -> float:
@@ -41,10 +50,17 @@ def within_between(vectors: np.ndarray, labels: np.ndarray) -> float:
 
 
 def permutation_p(vectors: np.ndarray, labels: np.ndarray, permutations: int, seed: int) -> float:
-    """One-sided p of within - between against label shuffles (valid: one output unit for all)."""
-    observed = within_between(vectors, labels)
+    """One-sided p of within - between against label shuffles (valid: one output unit for all).
+    A shuffle moves labels, not vectors: the correlations are computed once."""
+    corr = correlations(vectors)
+
+    def statistic(shuffled: np.ndarray) -> float:
+        within, between = _within_and_between(corr, shuffled)
+        return within - between
+
+    observed = statistic(labels)
     rng = np.random.default_rng(seed)
-    hits = sum(within_between(vectors, rng.permutation(labels)) >= observed for _ in range(permutations))
+    hits = sum(statistic(rng.permutation(labels)) >= observed for _ in range(permutations))
     return (hits + 1) / (permutations + 1)
 
 
