@@ -185,12 +185,13 @@ def verdict_sign(table: pd.DataFrame, rules: Rules) -> Verdict:
 
 # ---------------------------------------------------------------- the section
 
-def _over_models(jobs: list[Job], table: pd.DataFrame, scores: list[str], rules: Rules) -> pd.DataFrame:
+def _over_models(table: pd.DataFrame, scores: list[str], rules: Rules,
+                 measured: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The faithfulness figure's table with intervals over models: per score, the mean over
     models of each model's class means (Spearman; errors after N against random orders)."""
     stats, rows = rules.statistics, []
     for score in [*scores, ORACLE]:
-        pairs = knockout.measure(jobs, rules, score)
+        pairs = measured[score]
         measures = {
             "spearman_oracle": per_model(table, score) if score != ORACLE else pd.Series(1.0, index=pairs["run"].unique()),
             "class_error_strongest_vs_random":
@@ -222,8 +223,9 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
     claims.append(claim("F1", "a score predicts knockout better than PG", better.reason, better, rules,
                         (*RULES["F1"], *INTERVAL_RULES), jobs))
     outcomes, rows = {}, []
+    measured = knockout.measure_scores(jobs, rules, [*scores, ORACLE])
     for score in scores:
-        pairs = knockout.measure(jobs, rules, score)
+        pairs = measured[score]
         outcomes[score] = {key: knockout.verdict(key, pairs, rules).outcome for key in RESCUED}
         rho = bootstrap_mean(per_model(table, score), rules.statistics)
         rows.append([plots.SCORE_STYLE.get(score, (score,))[0], rho.text(),
@@ -251,7 +253,7 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
     for c in claims:
         verdict_line(doc, c)
     if scores:
-        doc.figure(figure("faithfulness.png", plots.faithfulness(_over_models(jobs, table, scores, rules), "models"),
+        doc.figure(figure("faithfulness.png", plots.faithfulness(_over_models(table, scores, rules, measured), "models"),
                           "Per score (rows; the oracle is the ceiling): left, the Spearman correlation of its filter "
                           "order with the oracle; middle, the class error after its strongest knockouts minus the "
                           "random orders'; right, the overall error after its weakest minus the random orders'. "

@@ -45,55 +45,68 @@ def _curve(rows: pd.DataFrame, column: str, step: int) -> float:
     return float(at[column].mean()) if len(at) else np.nan
 
 
-def _areas(orders: pd.DataFrame) -> list[float]:
-    """area() of each ordering's class-error curve (rows of one identity, one per seed and step),
-    in seed order: as one array when every seed has the same steps."""
-    wide = orders.pivot_table(index="seed", columns="step", values="class_error", aggfunc="first", dropna=False) \
-        if len(orders) else None
-    if wide is None or wide.isna().any(axis=None) or len(wide.columns) < 2 \
-            or len(orders) != wide.size:  # ragged: one curve at a time
-        return [area(g["step"].to_numpy(), g["class_error"].to_numpy()) for _, g in orders.groupby("seed")]
-    steps = wide.columns.to_numpy(float)
-    return list(np.trapezoid(wide.to_numpy(float), steps, axis=1) / (steps[-1] - steps[0]))
+def _at(steps: np.ndarray, values: np.ndarray, step: int) -> float:
+    """One ordering's value at `step` (_curve for a single curve, without pandas)."""
+    hit = values[steps == step]
+    return float(hit[0]) if len(hit) == 1 else (float(np.nanmean(hit)) if len(hit) else np.nan)
 
 
 def measure(jobs: list[Job], rules: Rules, score: str | None = None) -> pd.DataFrame:
     """One row per (model, identity): PG's numbers (or another knocked-out `score`'s)
     strongest- and weakest-first and the mean of the model's random orders for that identity
     at the same steps."""
+    return measure_scores(jobs, rules, [score])[score]
+
+
+def measure_scores(jobs: list[Job], rules: Rules, scores: list[str | None]) -> dict[str | None, pd.DataFrame]:
+    """measure() for each of `scores` (None: the job's PG), reading each job's curves once and
+    its random orders' numbers once for all the scores."""
     r = rules["knockout"]
     after, more, few = r["after"], r["after_more"], r["few"]
-    rows = []
+    rows: dict[str | None, list[dict]] = {score: [] for score in scores}
     for job in jobs:
-        curves, pg = job.curves, score or job.pg_score
+        curves = job.curves
         # one pass over the table (it holds every score's orderings): a lookup per ordering after it
         orderings = dict(tuple(curves.groupby(["class", "score", "direction"], sort=False)))
         for c, by_class in curves.groupby("class"):
             nothing = by_class.iloc[:0]
-            strongest = orderings.get((c, pg, "strongest"), nothing)
-            weakest = orderings.get((c, pg, "weakest"), nothing)
             randoms = orderings.get((c, RANDOM, RANDOM), nothing)
-            random_areas = _areas(randoms)
-            after_weak = weakest[weakest["step"] == after]
-            rows.append({
+            random_areas = [area(g["step"].to_numpy(), g["class_error"].to_numpy()) for _, g in randoms.groupby("seed")]
+            common = {
                 "run": job.run_id, "model": job.label, "class": int(c), "class_name": by_class["class_name"].iloc[0],
                 "intact_error": job.metrics.get("final_test_error", np.nan),
                 "random_orders": int(randoms["seed"].nunique()), "steps": int(by_class["step"].max()),
-                "area_strongest": area(strongest["step"].to_numpy(), strongest["class_error"].to_numpy()),
-                "area_weakest": area(weakest["step"].to_numpy(), weakest["class_error"].to_numpy()),
                 "area_random": float(np.mean(random_areas)) if random_areas else np.nan,
-                "class_error_0": _curve(strongest, "class_error", 0),
-                "class_error_few_strongest": _curve(strongest, "class_error", few),
-                "class_error_after_strongest": _curve(strongest, "class_error", after),
                 "class_error_after_random": _curve(randoms, "class_error", after),
-                "overall_error_after_strongest": _curve(strongest, "overall_error", after),
                 "overall_error_after_random": _curve(randoms, "overall_error", after),
-                "overall_error_after_weakest": _curve(weakest, "overall_error", after),
-                "overall_error_more_weakest": _curve(weakest, "overall_error", more),
                 "overall_error_more_random": _curve(randoms, "overall_error", more),
-                "weakest_empty_layer_1": bool(len(after_weak)) and "1" in str(after_weak["emptied_layers"].iloc[0]).split(","),
-            })
-    return pd.DataFrame(rows)
+            }
+            for score in scores:
+                pg = score or job.pg_score
+                strongest = orderings.get((c, pg, "strongest"), nothing)
+                weakest = orderings.get((c, pg, "weakest"), nothing)
+                s_steps, w_steps = strongest["step"].to_numpy(), weakest["step"].to_numpy()
+                s_class, s_overall = strongest["class_error"].to_numpy(), strongest["overall_error"].to_numpy()
+                w_overall = weakest["overall_error"].to_numpy()
+                after_weak = weakest["emptied_layers"].to_numpy()[w_steps == after]
+                rows[score].append({
+                    **common,
+                    "area_strongest": area(s_steps, s_class),
+                    "area_weakest": area(w_steps, weakest["class_error"].to_numpy()),
+                    "class_error_0": _at(s_steps, s_class, 0),
+                    "class_error_few_strongest": _at(s_steps, s_class, few),
+                    "class_error_after_strongest": _at(s_steps, s_class, after),
+                    "overall_error_after_strongest": _at(s_steps, s_overall, after),
+                    "overall_error_after_weakest": _at(w_steps, w_overall, after),
+                    "overall_error_more_weakest": _at(w_steps, w_overall, more),
+                    "weakest_empty_layer_1": bool(len(after_weak)) and "1" in str(after_weak[0]).split(","),
+                })
+    columns = ["run", "model", "class", "class_name", "intact_error", "random_orders", "steps", "area_strongest",
+               "area_weakest", "area_random", "class_error_0", "class_error_few_strongest",
+               "class_error_after_strongest", "class_error_after_random", "overall_error_after_strongest",
+               "overall_error_after_random", "overall_error_after_weakest", "overall_error_more_weakest",
+               "overall_error_more_random", "weakest_empty_layer_1"]
+    return {score: pd.DataFrame(table, columns=columns) for score, table in rows.items()}
 
 
 # each claim: (key, the thesis, the effect in words, per-pair effect, margin key, the thesis's number)
