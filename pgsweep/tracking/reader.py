@@ -25,6 +25,7 @@ class StoreReader:
         self.client = MlflowClient(tracking_uri=uri)
         self._folder = tempfile.TemporaryDirectory(prefix="pgsweep-report-")
         self._files: dict[tuple[str, str], Path] = {}
+        self._roots: dict[str, Path | None] = {}
 
     def run(self, run_id: str) -> "RunRecord":
         try:
@@ -45,8 +46,22 @@ class StoreReader:
         """A metric's (step, value) pairs, by step."""
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
 
+    def _local_artifacts(self, run_id: str) -> Path | None:
+        """The run's artifact folder when it is on this machine's disk (a file URI), else None."""
+        if run_id not in self._roots:
+            from urllib.parse import unquote, urlparse
+
+            uri = self.client.get_run(run_id).info.artifact_uri
+            parsed = urlparse(uri)
+            local = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") and not parsed.netloc else None
+            self._roots[run_id] = local if local is not None and local.is_dir() else None
+        return self._roots[run_id]
+
     def path(self, run_id: str, artifact: str) -> Path:
         key = (run_id, artifact)
+        root = self._local_artifacts(run_id)
+        if key not in self._files and root is not None and (root / artifact).is_file():
+            self._files[key] = root / artifact  # read where it lies (a copy per file cost a store query each)
         if key not in self._files:
             target = Path(self._folder.name) / run_id
             target.mkdir(exist_ok=True)
