@@ -200,7 +200,7 @@ class MultirunTracking(Callback):
         try:
             self._server = LocalServer(self._tracking.uri, artifacts,
                                        Path(str(config.hydra.sweep.dir), "mlflow-server.log"))
-        except PgsweepError as error:
+        except (PgsweepError, OSError) as error:  # Hydra would only warn and start the jobs without it
             print(f"pgsweep: error: {error}", file=sys.stderr)
             sys.exit(2)  # the parent ends FAILED at exit
         self._job_environment = self._server.environment
