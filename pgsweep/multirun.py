@@ -7,10 +7,16 @@ PGSWEEP_PARENT_RUN_ID, which conf/tracking/default.yaml reads as tracking.parent
 the callback object travels with the job to a Ray worker, so this works there too).
 on_multirun_end logs a summary table, a row per job, and ends the parent.
 
+Jobs side by side on this machine (hydra/launcher=joblib, which sweeps/sweep/thesis.yaml
+picks) each log from their own process; a local SQLite store takes one writer at a time,
+so for their duration a local MLflow server fronts it (pgsweep.tracking.server) and
+on_job_start points the job's clients at it. Launchers that run jobs elsewhere (Ray) need
+a tracking server of the user's.
+
 hydra-core 1.3.8 skips on_multirun_end when a job fails or the multirun is interrupted,
 so an exit handler ends the parent instead (KILLED if a job was killed, else FAILED) and
-ends any job run still RUNNING as KILLED. This module is an entry point: Hydra is used
-here, MLflow only through pgsweep.tracking.
+ends any job run still RUNNING as KILLED, after stopping the local server. This module is
+an entry point: Hydra is used here, MLflow only through pgsweep.tracking.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from omegaconf import DictConfig
 PARENT_ENV = "PGSWEEP_PARENT_RUN_ID"
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# jobs in processes of this machine (loky workers): a local store can be served to them
+_LOCAL_LAUNCHERS = ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",)
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +82,22 @@ def check_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list:
     if len(trackings) > 1:
         raise ConfigError("tracking.uri and tracking.experiment must be the same for every job of a multirun "
                           "(jobs querying models of different experiments: set tracking.experiment=NAME)")
-    if settings and config.hydra.launcher._target_ != _BASIC_LAUNCHER and not settings[0].tracking.is_server:
-        # jobs in other processes (Ray workers) would all write one SQLite file at once
+    launcher = config.hydra.launcher._target_
+    if settings and launcher != _BASIC_LAUNCHER and launcher not in _LOCAL_LAUNCHERS \
+            and not settings[0].tracking.is_server:
+        # jobs on other machines (Ray workers) cannot reach a local store, nor all write it at once
         raise ConfigError(
-            f"hydra/launcher={config.hydra.launcher._target_.rsplit('.', 1)[-1]} runs jobs in other "
-            f"processes, which log themselves: set tracking.uri=http://HOST:PORT (an MLflow server); "
-            f"'{settings[0].tracking.uri}' takes one writer at a time"
+            f"hydra/launcher={launcher.rsplit('.', 1)[-1]} runs jobs in other processes, maybe on "
+            f"other machines, which log themselves: set tracking.uri=http://HOST:PORT (an MLflow "
+            f"server); '{settings[0].tracking.uri}' takes one writer at a time (hydra/launcher=joblib "
+            f"runs jobs side by side on this machine with it)"
         )
     return settings
+
+
+def needs_local_server(config: DictConfig, tracking) -> bool:
+    """Jobs side by side on this machine logging to a store that is not a server."""
+    return config.hydra.launcher._target_ in _LOCAL_LAUNCHERS and not tracking.is_server
 
 
 def _failure_line(failures: list[tuple[int, str]], jobs: list[list[str]]) -> str:
@@ -120,6 +136,13 @@ class MultirunTracking(Callback):
         self._tracking = None
         self._swept: list[str] = []
         self._open = False
+        self._server = None  # the local MLflow server in front of the store (driver only)
+        # what each job's process needs to reach it (None: unset, as for a job without one)
+        self._job_environment: dict[str, str | None] = {}
+
+    def __getstate__(self) -> dict:
+        # the callback travels with each job to its worker process; the server stays with the driver
+        return {**self.__dict__, "_server": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pgsweep.errors import PgsweepError
@@ -158,12 +181,44 @@ class MultirunTracking(Callback):
 
             keep_ray_between_jobs()
         log.info("multirun of %d jobs: MLflow parent run %s", len(jobs), self.parent_run_id)
+        from pgsweep.tracking.server import SERVER_ENV
+
+        self._job_environment = {SERVER_ENV: None}  # a worker kept from an earlier multirun: not its server
+        if needs_local_server(config, self._tracking):
+            self._serve(config)
+
+    def _serve(self, config: DictConfig) -> None:
+        """Start the local MLflow server the jobs log through (the parent already made the store)."""
+        from pathlib import Path
+
+        from pgsweep.errors import PgsweepError
+        from pgsweep.tracking.server import LocalServer
+        from pgsweep.tracking.store import local_db_path
+
+        db = local_db_path(self._tracking.uri)
+        artifacts = self._tracking.artifact_location or str(db.parent / "mlartifacts" if db else "mlartifacts")
+        try:
+            self._server = LocalServer(self._tracking.uri, artifacts,
+                                       Path(str(config.hydra.sweep.dir), "mlflow-server.log"))
+        except (PgsweepError, OSError) as error:  # Hydra would only warn and start the jobs without it
+            print(f"pgsweep: error: {error}", file=sys.stderr)
+            sys.exit(2)  # the parent ends FAILED at exit
+        self._job_environment = self._server.environment
+        log.info("jobs log to %s through a local MLflow server, %s (pid %d)",
+                 self._tracking.uri, self._server.url, self._server.process.pid)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # in the job's process: this one (basic launcher) or a worker (joblib, Ray)
         if self.parent_run_id is not None:
             os.environ[PARENT_ENV] = self.parent_run_id
+        for name, value in self._job_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._stop_server()  # every job is over: the driver alone writes the report and the summary
         if self._open and config.get("report"):  # a failing report leaves the parent FAILED (at exit)
             from omegaconf import OmegaConf
 
@@ -174,7 +229,14 @@ class MultirunTracking(Callback):
                             rules=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)
         self._finish(ended=True)
 
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            log.info("local MLflow server stopped")
+
     def _finish(self, ended: bool) -> None:
+        self._stop_server()
         if not self._open:
             return
         self._open = False

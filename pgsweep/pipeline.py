@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -81,6 +82,7 @@ class Settings:
     resolved: dict  # the whole resolved config, for params and the YAML artifact
     model: ModelSettings | None = None  # model.net (any net by _target_), model.weights, input_mean/std
     recompute: bool = False  # resumable stages recompute every piece instead of resuming
+    threads: int | None = None  # torch's intra-op threads for the run (None: torch's default)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ def read_settings(cfg: DictConfig) -> Settings:
     recompute = resolved.get("recompute", False)
     if not isinstance(recompute, bool):
         raise ConfigError(f"recompute must be true or false, got {recompute!r}")
+    threads = resolved.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1 or null, got {threads!r}")
     data = build(DataSettings, section(resolved, "data"), "data")
     # the classes, channels and pixel statistics come from the data at train time
     model = read_model_config(section(resolved, "model"), data.image_size, need_net=not resolved.get("model_ref"))
@@ -153,6 +158,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         stage_settings=stage_settings,
         resolved=resolved,
         recompute=recompute,
+        threads=threads,
     )
 
 
@@ -249,6 +255,29 @@ def run_pipeline(cfg: DictConfig, chosen: Collection[str] = ()) -> PipelineResul
     from what the model records, so querying a model needs no data options.
     """
     settings = read_settings(cfg)  # first: a config error answers before torch or MLflow load
+    with torch_threads(settings.threads):  # before anything computes: results depend on the count
+        return _run(settings, chosen)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the run (None: as it is), put back afterwards.
+
+    A CPU result depends on it (how sums are split across threads), so a job gives the same
+    tables whether it runs alone with every core or beside others with one each.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(settings: Settings, chosen: Collection[str]) -> PipelineResult:
     from pgsweep.context import Context, check_compatible, model_split
     from pgsweep.data import load_dataset, stratified_split
     from pgsweep.provenance import run_facts

@@ -104,6 +104,7 @@ def test_a_multirun_of_queries_goes_beside_its_model(tmp_path):
         ({"seed": "0,x"}, [], "job 1 (seed=x): seed must be an integer"),
         ({"tracking.experiment": "a,b"}, [], "tracking.uri and tracking.experiment must be the same for every job"),
         ({}, ["hydra/launcher=ray"], "hydra/launcher=RayLauncher runs jobs in other processes"),
+        ({}, ["hydra/launcher=ray_cluster"], "hydra/launcher=RayLauncher runs jobs in other processes"),
     ],
 )
 def test_bad_sweep_values_are_found_before_any_job(tmp_path, params, overrides, message):

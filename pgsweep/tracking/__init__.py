@@ -11,6 +11,7 @@ an MLflow tracking server (tracking.uri=http://host:port) takes many.
     model_ref  a model_ref -> the model file (resolve_model), the run that logged it
     reader     StoreReader: logged runs read back for reports
     store      the MLflow import (quietened) and where a store is
+    server     a local MLflow server in front of a SQLite store, for a multirun's jobs side by side
 """
 
 from pgsweep.settings import TrackingSettings

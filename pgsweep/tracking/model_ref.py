@@ -11,7 +11,8 @@ from pathlib import Path
 from pgsweep.errors import ModelError
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.tracking.store import (
-    MODEL_ARTIFACT_DIR, LifecycleStage, MlflowClient, check_reachable, default_tracking_uri, local_db_path, mlflow,
+    MODEL_ARTIFACT_DIR, LifecycleStage, MlflowClient, check_reachable, client, default_tracking_uri, local_db_path,
+    mlflow, served_uri,
 )
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -45,9 +46,9 @@ def model_origin(ref: str, tracking_uri: str | None = None) -> ModelOrigin | Non
     if db is not None and not db.is_file():
         return None
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        run = client.get_run(run_id)
-        experiment = client.get_experiment(run.info.experiment_id)
+        store = client(tracking_uri)
+        run = store.get_run(run_id)
+        experiment = store.get_experiment(run.info.experiment_id)
     except Exception:  # MLflow raises several types for a missing run; unreachable servers too
         return None
     if experiment.lifecycle_stage == LifecycleStage.DELETED:
@@ -87,7 +88,8 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> TrainedModel:
             if ref.startswith("models:/"):
                 ref = _model_location(ref, tracking_uri)
             downloaded = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=folder, tracking_uri=tracking_uri)
+                mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=folder,
+                                                    tracking_uri=served_uri(tracking_uri))
             )
         except Exception as error:  # MLflow raises several types for a missing run or path
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -101,7 +103,8 @@ def _model_location(ref: str, tracking_uri: str) -> str:
     """Where a models:/ URI's files are in this store: a logged model (models:/m-ID) or a
     registered version (models:/NAME/VERSION, models:/NAME@ALIAS). MLflow's own download reads
     the registry of the default store, not of tracking_uri."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    served = served_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=served, registry_uri=served)
     path = ref[len("models:/"):].strip("/")
     if re.fullmatch(r"m-[0-9a-f]{32}", path):
         return client.get_logged_model(path).artifact_location

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from pgsweep.errors import ConfigError
-from pgsweep.tracking.store import PARENT_TAG, MlflowClient, check_reachable, local_db_path
+from pgsweep.tracking.store import PARENT_TAG, check_reachable, client, local_db_path
 
 
 class StoreReader:
@@ -22,7 +22,7 @@ class StoreReader:
         if db is not None and not db.is_file():
             raise ConfigError(f"no MLflow store at {db.resolve()} ({uri}): run where the store is, or pass its URI")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri)
         self._folder = tempfile.TemporaryDirectory(prefix="pgsweep-report-")
         self._files: dict[tuple[str, str], Path] = {}
         self._roots: dict[str, Path | None] = {}

@@ -14,7 +14,7 @@ from pgsweep.mlflow_ui import MODEL_TRAINING_WORKFLOW_TYPE
 from pgsweep.provenance import RunFacts
 from pgsweep.settings import TrackingSettings
 from pgsweep.tracking.store import (
-    PARENT_TAG, MlflowClient, MlflowException, RunStatus, check_reachable, local_db_path,
+    PARENT_TAG, MlflowClient, MlflowException, RunStatus, check_reachable, client as store_client, local_db_path,
 )
 from pgsweep.tracking.writer import Tracker
 
@@ -48,7 +48,7 @@ def _prepare_store(settings: TrackingSettings) -> tuple[MlflowClient, str | None
             artifact_location = str(db.resolve().parent / "mlartifacts")
     if artifact_location and "://" not in artifact_location:
         artifact_location = Path(artifact_location).expanduser().resolve().as_uri()
-    return MlflowClient(tracking_uri=settings.uri), artifact_location
+    return store_client(settings.uri), artifact_location
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -139,7 +139,7 @@ def start_parent_run(settings: TrackingSettings, tags: Mapping[str, str], params
 
 
 def child_runs(settings: TrackingSettings, parent_run_id: str) -> list:
-    client = MlflowClient(tracking_uri=settings.uri)
+    client = store_client(settings.uri)
     parent = client.get_run(parent_run_id)
     return client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
@@ -156,7 +156,7 @@ def finish_parent_run(settings: TrackingSettings, parent_run_id: str, swept: lis
     """
     import pandas as pd
 
-    client = MlflowClient(tracking_uri=settings.uri)
+    client = store_client(settings.uri)
     children = child_runs(settings, parent_run_id)
     statuses = []
     for child in children:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pgsweep.errors import ConfigError
 from pgsweep.settings import TrackingSettings
+from pgsweep.tracking.server import served_uri
 
 
 def _quiet_mlflow() -> bool:
@@ -43,11 +44,17 @@ if _QUIET:  # MLflow imported earlier (a notebook, a test) configured itself alr
 
 __all__ = [
     "MODEL_ARTIFACT_DIR", "PARENT_TAG", "LifecycleStage", "Metric", "MlflowClient", "MlflowException", "Param",
-    "RunStatus", "check_reachable", "default_tracking_uri", "local_db_path", "mlflow",
+    "RunStatus", "check_reachable", "client", "default_tracking_uri", "local_db_path", "mlflow", "served_uri",
 ]
 
 MODEL_ARTIFACT_DIR = "model"
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
+
+
+def client(uri: str) -> MlflowClient:
+    """A client of the store at `uri` (through the local server in front of it while a
+    multirun's jobs run side by side: pgsweep.tracking.server)."""
+    return MlflowClient(tracking_uri=served_uri(uri))
 
 
 def local_db_path(uri: str) -> Path | None:
@@ -56,6 +63,7 @@ def local_db_path(uri: str) -> Path | None:
 
 def check_reachable(uri: str) -> None:
     """Fail in seconds, not after MLflow's minutes of retries, if a server is down."""
+    uri = served_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return
     try:

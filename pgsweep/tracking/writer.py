@@ -16,7 +16,7 @@ import numpy as np
 
 from pgsweep.models.checkpoint import MODEL_FILE, TrainedModel
 from pgsweep.settings import TrackingSettings
-from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, Metric, MlflowClient, Param, mlflow
+from pgsweep.tracking.store import MODEL_ARTIFACT_DIR, Metric, MlflowClient, Param, client, mlflow
 
 # The trained model's name among the run's logged models. Not "model": MLflow reads
 # runs:/ID/NAME/... as the logged model NAME's files, which would hide the model/ folder
@@ -185,5 +185,4 @@ def _quiet(*loggers: str) -> Iterator[None]:
 
 def log_files(settings: TrackingSettings, run_id: str, folder: str | Path, artifact_dir: str) -> None:
     """Every file under `folder` as artifacts of a run (even a finished one), under artifact_dir."""
-    client = MlflowClient(tracking_uri=settings.uri)
-    client.log_artifacts(run_id, str(folder), artifact_dir)
+    client(settings.uri).log_artifacts(run_id, str(folder), artifact_dir)
