@@ -107,6 +107,8 @@ def test_one_path_step_is_pg_at_the_midpoint(conv):
 def test_captum_methods_batched_over_classes_equal_the_per_class_calls(conv, score, method, reduce, kwargs, rows,
                                                                        monkeypatch):
     monkeypatch.setattr(scores_module, "CAPTUM_ROWS", rows)
+    if rows == 5:  # ablation's every-class attributions (3 classes x 32 values an image) in chunks of 2 images
+        monkeypatch.setattr(scores_module, "ABLATION_VALUES", 200)
     net, images = conv
     start = path_baseline("zeros", images)
     if score == "conductance":

@@ -33,6 +33,7 @@ one call without a target (Captum then attributes every output, from the same ab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -63,6 +64,7 @@ PATH_SCORES = ("integrated_pg", "conductance", "deeplift")  # the ones that use 
 # input rows per Captum forward: a larger batch does not make a row cheaper on CPU (it leaves the
 # caches: 615 rows of the thesis net ran 1.4-2.9x slower per row than 82-205), and it bounds memory
 CAPTUM_ROWS = 128
+ABLATION_VALUES = 2**25  # attribution values per LayerFeatureAblation call for every class (128 MiB in float32)
 CONDUCTANCE_POINTS = 4  # path points per internal pass of LayerConductance
 BLUR_SIGMA = 5.0  # pixels: the "blur" baseline keeps coarse shading and removes edges
 
@@ -261,22 +263,31 @@ def _rows_per_call(score: str) -> int:
     return CAPTUM_ROWS
 
 
-def _ablation_every_class(model, forward, module, images) -> torch.Tensor:
-    """Captum's LayerFeatureAblation without a target: (T, B, *activation), every output's drop.
+def _ablation(model, forward, module, images, classes) -> torch.Tensor:
+    """Captum's LayerFeatureAblation, one group per filter (or unit), zeroing it: (T, B, *activation)
+    for every class, or (B, *activation) for each image's own class (`classes`).
 
-    Without a target Captum attributes every element of the forward's (B, T) output, so one
-    forward per ablated filter answers every class at once (with a target, each class would
-    repeat them all). Several filters share a forward up to about CAPTUM_ROWS rows."""
+    Every class: no target, so Captum attributes every element of the forward's (B, T) output and
+    one forward per ablated filter answers all classes (with a target per class, each class would
+    repeat them all). Those attributions are T times an image's, so the images go in chunks that
+    keep them under ABLATION_VALUES; several filters share a forward up to about CAPTUM_ROWS rows."""
     from captum.attr import LayerFeatureAblation
 
     shape = _activation_shapes(model, {"layer": module}, images[:1])["layer"]
     groups = torch.arange(shape[0], device=images.device).view(1, shape[0], *[1] * (len(shape) - 1))
-    attribution = LayerFeatureAblation(forward, module).attribute(
-        images, layer_baselines=0.0, target=None, layer_mask=groups,  # one group per filter (or unit)
-        perturbations_per_eval=max(1, CAPTUM_ROWS // images.shape[0]),
-    )  # (B * T, *activation): row b * T + t is output (b, t)
-    batch = images.shape[0]
-    return attribution.view(batch, -1, *shape).transpose(0, 1)
+    method = LayerFeatureAblation(forward, module)
+    if classes is not None:
+        return method.attribute(images, layer_baselines=0.0, target=classes.to(images.device), layer_mask=groups)
+    with torch.no_grad():
+        num_classes = forward(images[:1]).shape[1]
+    step = max(1, ABLATION_VALUES // (num_classes * math.prod(shape)))
+    parts = []
+    for begin in range(0, images.shape[0], step):
+        x = images[begin : begin + step]
+        attribution = method.attribute(x, layer_baselines=0.0, target=None, layer_mask=groups,
+                                       perturbations_per_eval=max(1, CAPTUM_ROWS // x.shape[0]))
+        parts.append(attribution.view(x.shape[0], num_classes, *shape))  # row b * T + t is output (b, t)
+    return torch.cat(parts).transpose(0, 1)
 
 
 def _activation_shapes(model: nn.Module, modules: dict[str, nn.Module], example: torch.Tensor) -> dict[str, tuple]:
@@ -315,12 +326,10 @@ def _captum_scores(model, images, layers, score, classes, output, baseline, path
     # deeplift's softmax rule mixes the images of a batch, so it always explains the logit
     forward = SoftmaxOutput(model) if output == "softmax" and score != "deeplift" else model
     batch = images.shape[0]
-    if score == "ablation":  # every class from the same ablated forwards; own classes picked after
-        out = {}
-        for layer in layers:
-            every = _reduce_map(score, _ablation_every_class(model, forward, modules[layer], images), lead=2)
-            out[layer] = every if classes is None else every[classes.to(every.device), torch.arange(batch)]
-        return out
+    if score == "ablation":
+        lead = 2 if classes is None else 1
+        return {layer: _reduce_map(score, _ablation(model, forward, modules[layer], images, classes), lead)
+                for layer in layers}
     if classes is None:
         # every class: the (class, image) pairs in class-major order, target t on each copy of an image
         with torch.no_grad():
