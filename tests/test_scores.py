@@ -17,6 +17,7 @@ from torch import nn
 
 from pgsweep.analyses.ranking import class_scores
 from pgsweep.errors import ConfigError, QueryError
+from pgsweep.pg import scores as scores_module
 from pgsweep.pg.scores import SoftmaxOutput, gaussian_blur, path_baseline, unit_scores
 from pgsweep.settings import read_analysis_config
 from pgsweep.testing.models import hand_set_convnet, hand_set_mlp
@@ -102,7 +103,12 @@ def test_one_path_step_is_pg_at_the_midpoint(conv):
     ("gradcam", LayerGradCam, _mean_map, {"attr_dim_summation": False}),
     ("ablation", LayerFeatureAblation, _mean_map, {"layer_mask": torch.arange(2).view(1, 2, 1, 1)}),
 ])
-def test_captum_methods_batched_over_classes_equal_the_per_class_calls(conv, score, method, reduce, kwargs):
+@pytest.mark.parametrize("rows", [128, 5])  # 5: chunks of (class, image) pairs that straddle classes
+def test_captum_methods_batched_over_classes_equal_the_per_class_calls(conv, score, method, reduce, kwargs, rows,
+                                                                       monkeypatch):
+    monkeypatch.setattr(scores_module, "CAPTUM_ROWS", rows)
+    if rows == 5:  # ablation's every-class attributions (3 classes x 32 values an image) in chunks of 2 images
+        monkeypatch.setattr(scores_module, "ABLATION_VALUES", 200)
     net, images = conv
     start = path_baseline("zeros", images)
     if score == "conductance":
@@ -113,6 +119,16 @@ def test_captum_methods_batched_over_classes_equal_the_per_class_calls(conv, sco
     own = torch.tensor([0, 2, 1, 1])
     mine = unit_scores(net, images, ["act1"], score, classes=own, path_steps=5)["act1"]
     torch.testing.assert_close(mine, got[own, torch.arange(4)], rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_of_fc_units_every_class_equals_the_per_class_calls():
+    net = hand_set_mlp()
+    x = torch.tensor([[0.3, -0.2], [1.0, 0.5], [-0.4, 0.8]])
+    method = LayerFeatureAblation(SoftmaxOutput(net), net.act1)
+    expected = _per_class(method, lambda a: a, x, layer_mask=torch.arange(2).view(1, 2), layer_baselines=0.0)
+    got = unit_scores(net, x, ["act1"], "ablation")["act1"]
+    assert got.shape == (CLASSES, 3, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_ablation_is_the_drop_when_the_filter_is_zeroed(conv):
@@ -128,7 +144,9 @@ def test_ablation_is_the_drop_when_the_filter_is_zeroed(conv):
         torch.testing.assert_close(got[:, :, f], (full - zeroed).T, rtol=1e-5, atol=1e-6)
 
 
-def test_deeplift_explains_the_logit_and_does_not_depend_on_the_batch(conv):
+@pytest.mark.parametrize("rows", [128, 5])
+def test_deeplift_explains_the_logit_and_does_not_depend_on_the_batch(conv, rows, monkeypatch):
+    monkeypatch.setattr(scores_module, "CAPTUM_ROWS", rows)
     net, images = conv
     expected = _per_class(LayerDeepLift(net, net.act1), _sum_map, images, baselines=torch.zeros_like(images))
     got = unit_scores(net, images, ["act1"], "deeplift")["act1"]

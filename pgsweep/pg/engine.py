@@ -231,6 +231,16 @@ def _backward_vmap(y, activations, targets, write, target_chunk: int) -> None:
             write(start + offset, [None if g is None else g[offset] for g in grads])
 
 
+def backward_each_target(y, tensors, targets: list[int], write, strategy: str, fast_conv: bool,
+                         target_chunk: int | None = None) -> None:
+    """write(index, grads) with d y[:, targets[index]] / d tensors, for every target, over the graph
+    of one forward: one backward per target ("per_target", CPU) or batched by vmap ("vmap")."""
+    if strategy == "vmap":
+        _backward_vmap(y, tensors, targets, write, target_chunk or len(targets))
+    else:
+        _backward_per_target(y, tensors, targets, write, fast_conv)
+
+
 def prediction_gradients(
     model: nn.Module,
     images: torch.Tensor,
@@ -306,10 +316,7 @@ def prediction_gradients(
 
             with torch.enable_grad():
                 tensors = [captured[name] for name in names]
-                if strategy == "vmap":
-                    _backward_vmap(y, tensors, target_list, write, target_chunk or count)
-                else:
-                    _backward_per_target(y, tensors, target_list, write, fast_conv)
+                backward_each_target(y, tensors, target_list, write, strategy, fast_conv, target_chunk)
     return PredictionGradients(
         gradients=gradients,
         activations=activations,

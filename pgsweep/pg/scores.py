@@ -24,13 +24,16 @@ y = softmax probability or logit of class t (`output`):
                           y - y(filter zeroed), exact (one forward per filter)
 
 pg, grad_x_activation(_l2) and integrated_pg come from pgsweep's engine (every class from
-one forward and one backward per class; integrated_pg: one such pass per path step). The
-Captum methods get every class in one call per image chunk: the chunk repeated once per
-class, with the target expanded over the copies.
+one forward and one backward per class; integrated_pg: several path points stacked into each
+such pass, each class's gradient folded into its integral as it comes). The Captum gradient
+methods (conductance, deeplift, gradcam) get every class from one call per chunk of (class,
+image) pairs, the target expanded over the copies of each image; ablation gets every class from
+one call without a target (Captum then attributes every output, from the same ablated forwards).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgsweep.errors import QueryError
-from pgsweep.pg.engine import INPUT, image_class_gradients, prediction_gradients
+from pgsweep.pg.engine import (
+    INPUT, backward_each_target, forward_with_activations, image_class_gradients, layer_modules,
+    prediction_gradients,
+)
+from pgsweep.pg.fast_conv import helps as fast_conv_helps
 from pgsweep.pg.reductions import filter_scores
 from pgsweep.pg.choices import CAPTUM_SCORES, ENGINE_SCORES, PATH_BASELINES, PG_OUTPUTS
 
@@ -54,6 +61,10 @@ SCORES = {
 }
 assert tuple(SCORES) == ENGINE_SCORES + CAPTUM_SCORES
 PATH_SCORES = ("integrated_pg", "conductance", "deeplift")  # the ones that use a baseline
+# input rows per Captum forward: a larger batch does not make a row cheaper on CPU (it leaves the
+# caches: 615 rows of the thesis net ran 1.4-2.9x slower per row than 82-205), and it bounds memory
+CAPTUM_ROWS = 128
+ABLATION_VALUES = 2**25  # attribution values per LayerFeatureAblation call for every class (128 MiB in float32)
 CONDUCTANCE_POINTS = 4  # path points per internal pass of LayerConductance
 BLUR_SIGMA = 5.0  # pixels: the "blur" baseline keeps coarse shading and removes edges
 
@@ -134,36 +145,75 @@ def _gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
 
 
 def _engine_scores(model, images, layers, score, classes, output, norm, baseline, path_steps, path_batch):
-    if score != "integrated_pg":
-        gradients, activations = _engine_gradients(model, images, layers, classes, output)
-        out = {}
-        for layer in layers:
-            a, g = activations[layer], gradients[layer]
-            ndim = a.dim() - 1
-            out[layer] = filter_scores(g, ndim, norm) if score == "pg" else _reduce_product(score, a, g, ndim)
-        return out
-    # one all-class (or own-class) pass of the engine per few path points, weighted by step size:
-    # fewer passes mean fewer backward calls (benchmarks/bench_scores.py times one point per pass)
+    if score == "integrated_pg":
+        if classes is None:
+            integral = _path_integral_all_classes(model, images, layers, output, baseline, path_steps, path_batch)
+        else:
+            integral = _path_integral_own_classes(model, images, layers, classes, output, baseline, path_steps,
+                                                  path_batch)
+        ndim = {layer: integral[layer].dim() - (1 if classes is not None else 2) for layer in layers}
+        return {layer: filter_scores(integral[layer], ndim[layer], norm) for layer in layers}
+    gradients, activations = _engine_gradients(model, images, layers, classes, output)
+    out = {}
+    for layer in layers:
+        a, g = activations[layer], gradients[layer]
+        ndim = a.dim() - 1
+        out[layer] = filter_scores(g, ndim, norm) if score == "pg" else _reduce_product(score, a, g, ndim)
+    return out
+
+
+def _path_passes(images, baseline, path_steps, path_batch):
+    """(scaled images (k * B, *input), step weights (k,)) per engine pass: k path points stacked
+    along the batch, so that a pass has about `path_batch` images (at least one point)."""
     sizes, alphas = _gauss_legendre(path_steps)
-    batch = images.shape[0]
-    per_pass = max(1, path_batch // batch)
-    integral: dict[str, torch.Tensor] = {}
+    per_pass = max(1, path_batch // images.shape[0])
     for first in range(0, path_steps, per_pass):
         group = alphas[first : first + per_pass]
         weights = torch.tensor(sizes[first : first + per_pass], dtype=images.dtype, device=images.device)
-        scaled = torch.cat([baseline + alpha * (images - baseline) for alpha in group])  # (k * B, *input)
-        own = None if classes is None else classes.repeat(len(group))
-        gradients, _ = _engine_gradients(model, scaled, layers, own, output)
+        yield torch.cat([baseline + alpha * (images - baseline) for alpha in group]), weights
+
+
+def _path_integral_all_classes(model, images, layers, output, baseline, path_steps, path_batch):
+    """{layer: (T, B, *activation)}: PG of every class integrated along the path (step-weighted sum).
+
+    One forward per pass over its stacked path points, then the engine's backward per class; each
+    class's gradient (k * B, ...) is folded into its integral by the step weights as it comes, so
+    no (T, k * B, ...) gradient is kept (writing and re-reading that made stacked points slower than
+    one point per pass)."""
+    modules = layer_modules(model, layers)
+    cpu = images.device.type == "cpu"
+    fast = cpu and fast_conv_helps(model)
+    batch = images.shape[0]
+    integral: dict[str, torch.Tensor] = {}
+    for scaled, weights in _path_passes(images, baseline, path_steps, path_batch):
+        with torch.enable_grad():
+            logits, captured = forward_with_activations(model, scaled.detach().requires_grad_(True), modules)
+            y = torch.softmax(logits, dim=1) if output == "softmax" else logits
+            names = list(captured)
+            if not integral:
+                integral = {name: images.new_zeros(y.shape[1], batch, *captured[name].shape[1:]) for name in names}
+
+            def fold(index, grads, names=names, weights=weights):
+                for name, g in zip(names, grads):
+                    if g is not None:  # integral[t] += sum_k weights[k] * g[k-th point]
+                        integral[name][index].view(-1).addmv_(g.reshape(len(weights), -1).T, weights)
+
+            backward_each_target(y, [captured[name] for name in names], list(range(y.shape[1])), fold,
+                                 "per_target" if cpu else "vmap", fast)
+    return integral
+
+
+def _path_integral_own_classes(model, images, layers, classes, output, baseline, path_steps, path_batch):
+    """{layer: (B, *activation)}: each image's own-class PG integrated along the path."""
+    batch = images.shape[0]
+    integral: dict[str, torch.Tensor] = {}
+    for scaled, weights in _path_passes(images, baseline, path_steps, path_batch):
+        gradients, _ = _engine_gradients(model, scaled, layers, classes.repeat(len(weights)), output)
         for layer in layers:
-            g = gradients[layer]
-            if classes is None:  # (T, k * B, ...) -> (T, B, ...)
-                g = g.view(g.shape[0], len(group), batch, -1)
-                part = torch.einsum("tkbd,k->tbd", g, weights).view(g.shape[0], batch, *gradients[layer].shape[2:])
-            else:  # (k * B, ...) -> (B, ...)
-                part = torch.einsum("kbd,k->bd", g.view(len(group), batch, -1), weights).view(batch, *g.shape[1:])
+            g = gradients[layer]  # (k * B, ...) -> (B, ...)
+            part = torch.einsum("kbd,k->bd", g.reshape(len(weights), batch, -1), weights).view(batch, *g.shape[1:])
             integral[layer] = part if layer not in integral else integral[layer].add_(part)
-    ndim = {layer: integral[layer].dim() - (1 if classes is not None else 2) for layer in layers}
-    return {layer: filter_scores(integral[layer], ndim[layer], norm) for layer in layers}
+    return integral
 
 
 def _check_captum_layers(model: nn.Module, layers: list[str], score: str, example: torch.Tensor) -> None:
@@ -190,8 +240,8 @@ class SoftmaxOutput(nn.Module):
 
 
 def _captum_layer(score, model, forward, module, images, baseline, targets, path_steps):
-    """One Captum call on images (N, *input) with targets (N,): attributions (N, *activation)."""
-    from captum.attr import LayerConductance, LayerDeepLift, LayerFeatureAblation, LayerGradCam
+    """One Captum call of a gradient method on images (N, *input) with targets (N,): (N, *activation)."""
+    from captum.attr import LayerConductance, LayerDeepLift, LayerGradCam
 
     if score == "conductance":
         # a few path points per internal pass bounds memory to a few times one forward's
@@ -201,13 +251,43 @@ def _captum_layer(score, model, forward, module, images, baseline, targets, path
         )
     if score == "deeplift":
         return LayerDeepLift(model, module).attribute(images, baseline, target=targets)
-    if score == "gradcam":
-        return LayerGradCam(forward, module).attribute(images, target=targets, attr_dim_summation=False)
+    return LayerGradCam(forward, module).attribute(images, target=targets, attr_dim_summation=False)
+
+
+def _rows_per_call(score: str) -> int:
+    """(class, image) pairs per Captum call, so that each of its forwards sees about CAPTUM_ROWS rows."""
+    if score == "conductance":
+        return max(1, CAPTUM_ROWS // CONDUCTANCE_POINTS)
+    if score == "deeplift":  # Captum runs the inputs and their baselines in one forward
+        return max(1, CAPTUM_ROWS // 2)
+    return CAPTUM_ROWS
+
+
+def _ablation(model, forward, module, images, classes) -> torch.Tensor:
+    """Captum's LayerFeatureAblation, one group per filter (or unit), zeroing it: (T, B, *activation)
+    for every class, or (B, *activation) for each image's own class (`classes`).
+
+    Every class: no target, so Captum attributes every element of the forward's (B, T) output and
+    one forward per ablated filter answers all classes (with a target per class, each class would
+    repeat them all). Those attributions are T times an image's, so the images go in chunks that
+    keep them under ABLATION_VALUES; several filters share a forward up to about CAPTUM_ROWS rows."""
+    from captum.attr import LayerFeatureAblation
+
     shape = _activation_shapes(model, {"layer": module}, images[:1])["layer"]
     groups = torch.arange(shape[0], device=images.device).view(1, shape[0], *[1] * (len(shape) - 1))
-    return LayerFeatureAblation(forward, module).attribute(
-        images, layer_baselines=0.0, target=targets, layer_mask=groups,  # one group per filter (or unit)
-    )
+    method = LayerFeatureAblation(forward, module)
+    if classes is not None:
+        return method.attribute(images, layer_baselines=0.0, target=classes.to(images.device), layer_mask=groups)
+    with torch.no_grad():
+        num_classes = forward(images[:1]).shape[1]
+    step = max(1, ABLATION_VALUES // (num_classes * math.prod(shape)))
+    parts = []
+    for begin in range(0, images.shape[0], step):
+        x = images[begin : begin + step]
+        attribution = method.attribute(x, layer_baselines=0.0, target=None, layer_mask=groups,
+                                       perturbations_per_eval=max(1, CAPTUM_ROWS // x.shape[0]))
+        parts.append(attribution.view(x.shape[0], num_classes, *shape))  # row b * T + t is output (b, t)
+    return torch.cat(parts).transpose(0, 1)
 
 
 def _activation_shapes(model: nn.Module, modules: dict[str, nn.Module], example: torch.Tensor) -> dict[str, tuple]:
@@ -232,29 +312,44 @@ def _activation_shapes(model: nn.Module, modules: dict[str, nn.Module], example:
     return seen
 
 
+def _reduce_map(score: str, attribution: torch.Tensor, lead: int = 1) -> torch.Tensor:
+    """(*lead dims, *activation) -> (*lead dims, F): a conv map summed (conductance, deeplift) or
+    averaged (gradcam, ablation); FC units kept as they are."""
+    if attribution.dim() - lead == 1:
+        return attribution
+    maps = attribution.flatten(lead + 1)
+    return maps.sum(-1) if score in ("conductance", "deeplift") else maps.mean(-1)
+
+
 def _captum_scores(model, images, layers, score, classes, output, baseline, path_steps):
     modules = dict(model.named_modules())
     # deeplift's softmax rule mixes the images of a batch, so it always explains the logit
     forward = SoftmaxOutput(model) if output == "softmax" and score != "deeplift" else model
+    batch = images.shape[0]
+    if score == "ablation":
+        lead = 2 if classes is None else 1
+        return {layer: _reduce_map(score, _ablation(model, forward, modules[layer], images, classes), lead)
+                for layer in layers}
     if classes is None:
-        # every class in one call: the images repeated per class, target t on the t-th copy
+        # every class: the (class, image) pairs in class-major order, target t on each copy of an image
         with torch.no_grad():
             num_classes = model(images[:1]).shape[1]
-        batch = images.shape[0]
-        inputs = images.repeat(num_classes, *[1] * (images.dim() - 1))  # (T * B, *input)
-        starts = None if baseline is None else baseline.repeat(num_classes, *[1] * (images.dim() - 1))
         targets = torch.arange(num_classes, device=images.device).repeat_interleave(batch)
+        rows = torch.arange(batch, device=images.device).repeat(num_classes)
     else:
-        inputs, starts, targets = images, baseline, classes.to(images.device)
-    out = {}
-    for layer in layers:
-        attribution = _captum_layer(score, model, forward, modules[layer], inputs, starts, targets, path_steps)
-        ndim = attribution.dim() - 1
-        values = attribution if ndim == 1 else (
-            attribution.flatten(2).sum(-1) if score in ("conductance", "deeplift") else attribution.flatten(2).mean(-1)
-        )
-        out[layer] = values.view(num_classes, batch, -1) if classes is None else values
-    return out
+        targets, rows = classes.to(images.device), torch.arange(batch, device=images.device)
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    step = _rows_per_call(score)
+    for begin in range(0, len(rows), step):  # one Captum call per chunk of pairs and layer
+        chunk = rows[begin : begin + step]
+        inputs, starts = images[chunk], None if baseline is None else baseline[chunk]
+        for layer in layers:
+            attribution = _captum_layer(score, model, forward, modules[layer], inputs, starts,
+                                        targets[begin : begin + step], path_steps)
+            parts[layer].append(_reduce_map(score, attribution.detach()))
+    if classes is None:
+        return {layer: torch.cat(parts[layer]).view(num_classes, batch, -1) for layer in layers}
+    return {layer: torch.cat(parts[layer]) for layer in layers}
 
 
 def unit_scores(
