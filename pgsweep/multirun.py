@@ -225,8 +225,15 @@ class MultirunTracking(Callback):
             from pgsweep.report import report_multirun
 
             rules = config.get("report_rules")  # sweeps/sweep/thesis.yaml: conf/report/default.yaml
-            report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir,
-                            rules=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)
+            try:
+                report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir,
+                                rules=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)
+            except Exception as error:  # Hydra would log a callback's exception as a warning and exit 0
+                self._finish(ended=False)  # the parent: FAILED
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                print(f"pgsweep: error: the report of parent run {self.parent_run_id} failed: {first}",
+                      file=sys.stderr)
+                sys.exit(1)  # SystemExit passes through Hydra's callback guard
         self._finish(ended=True)
 
     def _stop_server(self) -> None:

@@ -228,3 +228,25 @@ def test_children_left_running_are_killed_and_the_parent_with_them(tmp_path):
         _open_run(replace(settings, parent_run_id="f" * 32), {})
     with pytest.raises(ConfigError, match="another experiment"):
         _open_run(replace(child, experiment="elsewhere"), {})
+
+
+def test_a_report_that_fails_leaves_the_parent_failed_and_exits_1(tmp_path, capsys):
+    """Hydra logs an exception of an end-of-multirun callback as a warning and exits 0; a report
+    that fails must stop the command with one line and a non-zero status instead."""
+    from omegaconf import OmegaConf
+
+    from pgsweep.multirun import MultirunTracking
+    from pgsweep.settings import TrackingSettings
+    from pgsweep.tracking import start_parent_run
+
+    tracking = TrackingSettings(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="reported")
+    callback = MultirunTracking()
+    callback._tracking, callback._open = tracking, True
+    callback.parent_run_id = start_parent_run(tracking, tags={"pgsweep.multirun": "parent"}, params={})
+    config = OmegaConf.create({"report": True, "report_rules": None, "hydra": {"sweep": {"dir": str(tmp_path / "m")}}})
+    with pytest.raises(SystemExit) as stopped:
+        callback.on_multirun_end(config)  # a parent without jobs: nothing to report on
+    assert stopped.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pgsweep:")]
+    assert len(lines) == 1 and lines[0].startswith(f"pgsweep: error: the report of parent run {callback.parent_run_id} failed: ")
+    assert MlflowClient(tracking.uri).get_run(callback.parent_run_id).info.status == "FAILED"
