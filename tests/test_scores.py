@@ -92,6 +92,19 @@ def test_integrated_pg_equals_captums_internal_influence(conv, baseline):
         torch.testing.assert_close(stacked["act1"], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_integrated_pg_by_vmapped_backwards_equals_one_backward_per_class(conv, monkeypatch):
+    """Accelerators take the engine's vmap strategy; forced here on the CPU."""
+    net, images = conv
+    expected = unit_scores(net, images, ["act1", "conv1"], "integrated_pg", path_steps=5, path_batch=8)
+    per_class = scores_module.backward_each_target
+    monkeypatch.setattr(scores_module, "backward_each_target",
+                        lambda y, tensors, targets, write, strategy, fast_conv: per_class(
+                            y, tensors, targets, write, "vmap", fast_conv))
+    got = unit_scores(net, images, ["act1", "conv1"], "integrated_pg", path_steps=5, path_batch=8)
+    for layer in expected:
+        torch.testing.assert_close(got[layer], expected[layer], rtol=1e-5, atol=1e-7)
+
+
 def test_one_path_step_is_pg_at_the_midpoint(conv):
     net, images = conv
     got = unit_scores(net, images, ["act1"], "integrated_pg", path_steps=1)["act1"]
