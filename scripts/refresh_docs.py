@@ -194,7 +194,16 @@ def refresh_thesis(manifest: dict, parent: str, tracking_uri: str | None) -> Non
     done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"refresh_docs: python {' '.join(arguments)} failed:\n{done.stderr[-3000:]}")
+    # the report names the multirun's command and the commit of its code; this page's form adds the machine
+    first, _, rest = target.read_text().partition("\n")
+    found = re.match(r"From `(.+)` \(multirun `(\w+)`\), report by pgsweep at commit `(\w+)`:$", first)
+    if not found:
+        sys.exit(f"refresh_docs: the summary's first line does not name its command and commit: {first}")
+    multirun, run_id, code = found.groups()
     command = f"python -m pgsweep.report {parent} --summary --markdown {target.relative_to(REPO)}"
+    cpus = machine().split(", torch")[0]  # this process's threads and load say nothing of the jobs'
+    target.write_text(f"Produced by `python -m pgsweep.report {run_id} --summary` at commit `{code}` on {cpus}, "
+                      f"from the multirun `{multirun}`:\n{rest}")
     record(manifest, "thesis", [target], command)
     write_readme_summary()
 
