@@ -328,3 +328,22 @@ def test_a_section_whose_stage_was_left_out_reads_inconclusive_naming_what_is_mi
     assert claim.verdict.outcome == "inconclusive"
     assert "did not log" in claim.verdict.reason and "diagrams" in claim.verdict.reason
     assert "Not measured" in body.markdown()
+
+
+def test_figures_4_1_and_4_2_show_the_thesis_five_or_the_first_five_knocked_classes():
+    """A knockout run on some of the classes (analysis.knockout.classes) must not break the report:
+    the thesis's five identities when all were knocked out, else the first five that were."""
+    from pgsweep.plots.common import THESIS_IDENTITIES
+
+    def job(knocked: dict[int, str]) -> _Job:
+        curves = pd.concat([_curves(2).assign(**{"class": c, "class_name": name}) for c, name in knocked.items()],
+                           ignore_index=True)
+        return _Job(0, {"knockout/curves.parquet": curves})
+
+    everyone = {c: f"subject{c + 1:02d}" for c in range(15)}
+    five = sorted(c for c, name in everyone.items() if name in THESIS_IDENTITIES)
+    assert knockout.shown_classes(job(everyone)) == [c for c in (
+        next(k for k, n in everyone.items() if n == name) for name in THESIS_IDENTITIES)]
+    assert sorted(knockout.shown_classes(job(everyone))) == five
+    some = {c: everyone[c] for c in (1, 3, 8, 9, 11, 13, 14)}  # the thesis's five not all among them
+    assert knockout.shown_classes(job(some)) == [1, 3, 8, 9, 11]

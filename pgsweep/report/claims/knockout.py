@@ -12,7 +12,7 @@ import pandas as pd
 
 from pgsweep import plots
 from pgsweep.report.claims.common import (
-    INTERVAL_RULES, Claim, claim, figure, fmt, share, spread, thesis_five, verdict_line,
+    INTERVAL_RULES, Claim, claim, figure, fmt, share, spread, verdict_line,
 )
 from pgsweep.report.document import Document
 from pgsweep.report.results import Job
@@ -261,8 +261,7 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
                   f"{spread(table.loc[~emptied, 'overall_error_after_weakest'])}.")
 
     curves = pd.concat([j.curves.assign(run=j.run_id) for j in jobs], ignore_index=True)
-    names = list(dict.fromkeys(jobs[0].curves.sort_values("class")["class_name"]))
-    classes = [names.index(n) for n in thesis_five(jobs[0])]
+    classes = shown_classes(jobs[0])
     for column, name, what in (
             ("class_error", "figure_4_1.png", "class error (share of the identity's test images misclassified)"),
             ("class_error_all", "figure_4_1_all_images.png", "class error on all of the identity's images"),
@@ -275,6 +274,14 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
                           "orders (mean line, middle half band)."))
     _baselines(doc, jobs)
     return claims
+
+
+def shown_classes(job: Job) -> list[int]:
+    """The classes Figures 4.1-4.2 show: the thesis's five identities where the knockout ran on
+    all of them (analysis.knockout.classes), else the first five it ran on."""
+    knocked = sorted(int(c) for c in job.curves["class"].unique())
+    names = dict(zip(job.curves["class"].astype(int), job.curves["class_name"]))
+    return plots.thesis_classes([names.get(c, "") for c in range(max(knocked) + 1)], knocked)
 
 
 def _baselines(doc: Document, jobs: list[Job]) -> None:
