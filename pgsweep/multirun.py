@@ -128,6 +128,16 @@ def swept_keys(jobs: list[list[str]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
+def parent_provenance() -> dict[str, str]:
+    """The code the jobs run (pgsweep.code, version, git commit, libraries) as the parent's tags;
+    not the device and threads, which are each job's."""
+    from pgsweep.provenance import run_facts
+    from pgsweep.tracking import provenance_tags
+
+    return {key: value for key, value in provenance_tags(run_facts()).items()
+            if key not in ("pgsweep.device", "pgsweep.threads")}
+
+
 class MultirunTracking(Callback):
     """Nests a multirun's job runs under one MLflow parent run (see the module docstring)."""
 
@@ -167,7 +177,8 @@ class MultirunTracking(Callback):
             self._swept = swept_keys(jobs)
             self.parent_run_id = start_parent_run(
                 self._tracking,
-                tags={"pgsweep.multirun": "parent", "pgsweep.sweep_dir": str(config.hydra.sweep.dir)},
+                tags={"pgsweep.multirun": "parent", "pgsweep.sweep_dir": str(config.hydra.sweep.dir),
+                      **parent_provenance()},
                 params={"multirun.jobs": len(jobs), "multirun.swept": ",".join(self._swept),
                         "multirun.overrides": " ".join(config.hydra.overrides.task)},
             )

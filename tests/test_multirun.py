@@ -78,6 +78,10 @@ def test_small_sweep_runs_end_to_end_nested_under_one_parent(tmp_path):
     by_run = {c.info.run_id: c.data.metrics["final_test_error"] for c in children}
     assert dict(zip(summary["run_id"], summary["final_test_error"])) == pytest.approx(by_run)
     assert parent.data.metrics["jobs_finished"] == 2
+    # the parent names the code its jobs ran (the same fingerprint and commit as theirs)
+    for tag in ("pgsweep.code", "pgsweep.version", "pgsweep.lib.torch"):
+        assert {c.data.tags[tag] for c in children} == {parent.data.tags[tag]}, tag
+    assert parent.data.tags.get("mlflow.source.git.commit") == children[0].data.tags.get("mlflow.source.git.commit")
     kind = client.get_experiment(parent.info.experiment_id).tags.get("mlflow.experimentKind")
     assert kind == "custom_model_development"  # MLflow's "Machine learning" kind (its 3.17.2 UI ignores it)
 
