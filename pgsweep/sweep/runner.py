@@ -252,10 +252,11 @@ def ray_session(settings: RaySettings) -> Iterator[HeldSignals]:
             if ray.is_initialized():  # a caller (a notebook, a test) or an earlier job started it
                 yield held
                 return
-            kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
-            if settings.address:
-                kwargs["address"] = settings.address
-            elif settings.num_cpus:
+            # unset ray.address is a Ray of our own: "local", since with no address Ray joins a
+            # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster, RAY_ADDRESS)
+            kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
+                            "address": settings.address or "local"}
+            if not settings.address and settings.num_cpus:
                 kwargs["num_cpus"] = settings.num_cpus
             notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
             quiet = _QuietTokenNotice()
