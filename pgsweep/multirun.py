@@ -130,12 +130,11 @@ def swept_keys(jobs: list[list[str]]) -> list[str]:
 
 def parent_provenance() -> dict[str, str]:
     """The code the jobs run (pgsweep.code, version, git commit, libraries) as the parent's tags;
-    not the device and threads, which are each job's."""
+    not a device or thread count, which are each job's (and would import torch here)."""
     from pgsweep.provenance import run_facts
     from pgsweep.tracking import provenance_tags
 
-    return {key: value for key, value in provenance_tags(run_facts()).items()
-            if key not in ("pgsweep.device", "pgsweep.threads")}
+    return provenance_tags(run_facts(this_process=False))
 
 
 class MultirunTracking(Callback):

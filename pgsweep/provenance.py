@@ -11,7 +11,7 @@ import hashlib
 import json
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -122,13 +122,16 @@ class RunFacts:
     version: str
     git_commit: str | None
     libraries: dict[str, str]
-    device: str
-    threads: int
+    device: str | None  # None: facts of the code only (a multirun's parent, whose jobs run elsewhere)
+    threads: int | None
 
 
-def run_facts() -> RunFacts:
-    import torch
+def run_facts(this_process: bool = True) -> RunFacts:
+    """The code's facts, and with this_process the device and torch's threads here (imports torch)."""
+    facts = RunFacts(code=code_fingerprint().digest, version=library_version("pgsweep"), git_commit=git_commit(),
+                     libraries={name: library_version(name) for name in RUN_LIBRARIES}, device=None, threads=None)
+    if this_process:
+        import torch
 
-    return RunFacts(code=code_fingerprint().digest, version=library_version("pgsweep"), git_commit=git_commit(),
-                    libraries={name: library_version(name) for name in RUN_LIBRARIES},
-                    device=device_name(), threads=torch.get_num_threads())
+        facts = replace(facts, device=device_name(), threads=torch.get_num_threads())
+    return facts

@@ -107,13 +107,12 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
     randoms = random_orders(units.total, settings.knockout.random_orderings,
                             weights_seed(network) if seed == MODEL_SEED else int(seed))
     orderings = len(classes) * (2 * (len(scores.scores) + 1) + len(randoms))  # + 1: the oracle
-    on_all = len(classes) * 2 + len(randoms) if all_images is not None else 0  # PG's (a class's images), random
     # the estimate: one step timed (first-layer filters: the whole net reruns), times the distinct
     # orderings' steps (the random orders are every class's)
     seconds = _step_seconds(network, test_images, test_labels, units, chunk, optimize, steps)
     distinct = orderings - (len(classes) - 1) * len(randoms)
     # on all images: PG's orderings on their class's images (about a class's share), the random ones on all
-    images_all = (2 * len(all_images) + len(randoms) * len(all_images)) if on_all else 0
+    images_all = (2 + len(randoms)) * len(all_images) if all_images is not None else 0
     estimate = seconds * (units.total + distinct * steps + images_all * steps / len(test_images))
     log.info("knockout: %s x %s x %s on %s, after %s; the replay about %s (one step took %.2f ms, times the steps)",
              counted(len(classes), "class", "classes"), counted(orderings // len(classes), "ordering"),
@@ -121,7 +120,7 @@ def knockout_analysis(network, test_images, test_labels, scores, classes, settin
                                         "max_steps)"), counted(len(test_images), "test image"),
              counted(units.total, "single knockout")
              + (f"; on all {len(all_images)} images, PG's {2 * len(classes)} orderings (each on its class's) "
-                f"and the {len(randoms)} random ones" if on_all else ""),
+                f"and the {len(randoms)} random ones" if all_images is not None else ""),
              _duration(estimate), seconds * 1000)
     show = settings.query.show_progress_bar()
     with progress_bar(units.total, "knockout: single knockouts", show) as bar:
@@ -177,10 +176,9 @@ def _class_errors_on_all(network, all_images, all_labels, units, per_class, rand
                                        steps, chunk, optimize, bar.update) if rows else None
             out[c] = {row: errors for row, errors in zip(rows, class_errors(own, all_labels[members], c))} \
                 if own is not None else {}
-            if shared is not None:
-                randoms_at = [i for i, key in enumerate(keys) if key[0] == "random"]
+            if shared is not None:  # a random row's key names its order: ("random", "random", seed index)
                 errors = class_errors(shared, all_labels, c)
-                out[c].update({row: errors[key[2]] for row, key in ((i, keys[i]) for i in randoms_at)})
+                out[c].update({row: errors[key[2]] for row, key in enumerate(keys) if key[0] == "random"})
     return out
 
 

@@ -119,9 +119,10 @@ def provenance_tags(facts: RunFacts) -> dict[str, str]:
     libraries' versions (pgsweep.lib.NAME), the device and the thread count."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
-    tags = {"pgsweep.code": facts.code, "pgsweep.version": facts.version, "pgsweep.device": facts.device,
-            "pgsweep.threads": str(facts.threads), MLFLOW_SOURCE_NAME: "pgsweep", MLFLOW_SOURCE_TYPE: "LOCAL",
-            **{f"pgsweep.lib.{name}": version for name, version in facts.libraries.items()}}
+    tags = {"pgsweep.code": facts.code, "pgsweep.version": facts.version, MLFLOW_SOURCE_NAME: "pgsweep",
+            MLFLOW_SOURCE_TYPE: "LOCAL", **{f"pgsweep.lib.{name}": version for name, version in facts.libraries.items()}}
+    if facts.device is not None:
+        tags["pgsweep.device"], tags["pgsweep.threads"] = facts.device, str(facts.threads)
     if facts.git_commit:
         tags[MLFLOW_GIT_COMMIT] = facts.git_commit
     return tags
