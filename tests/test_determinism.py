@@ -32,7 +32,7 @@ def local_ray():
     """A local Ray of 2 CPUs: the sweep's and the pruning's pieces on 2 workers."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

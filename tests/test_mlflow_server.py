@@ -145,6 +145,7 @@ def test_hydra_ray_launcher_runs_jobs_as_ray_tasks(server, tmp_path):
     uri, _ = server
     done = _pgsweep(tmp_path, "-m", "seed=0,1", "trainer.max_epochs=1", "trainer.progress_bar=false",
                     f"tracking.uri={uri}", "tracking.experiment=ray-launcher", "hydra/launcher=ray",
+                    "hydra.launcher.ray.init.address=local",  # its own Ray, not one another test started
                     "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false",
                     "+hydra.launcher.ray.init._node_ip_address=127.0.0.1")  # loopback only
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -34,7 +34,7 @@ def local_ray():
     """One local Ray for the module (2 CPUs); yields its address for other drivers."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
