@@ -154,7 +154,7 @@ def main_bench(args) -> None:
         directions = step_directions(input_gradients(network, images, targets, "softmax"), "raw")
         perturbed = torch.cat([(images.unsqueeze(0) + s * directions).flatten(0, 1) for s in steps])
     job = make_job(network, images, labels, steps, unclipped, "conv1")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     ray_sweep(job, 2)  # warm the workers up (they import torch once)
     try:
         methods = {
@@ -257,7 +257,7 @@ def scaling_bench(args) -> None:
     steps = list(np.geomspace(1.0, 1000.0, args.steps))
     job = make_job(network, images, labels, steps, Perturbation("softmax", "raw"), "conv1", args.shard)
     points = len(images) * 15 * len(steps)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         small = make_job(network, images[:16], labels[:16], steps[:2], job.perturbation, "conv1")
         ray_sweep(small, 2)  # warm-up
