@@ -234,7 +234,7 @@ class MultirunTracking(Callback):
 
             from pgsweep.report import report_multirun
 
-            rules = config.get("report_rules")  # sweeps/sweep/thesis.yaml: conf/report/default.yaml
+            rules = config.get("report_rules")  # sweeps/sweep/thesis.yaml: conf/report_rules/default.yaml
             try:
                 report_multirun(self._tracking, self.parent_run_id, config.hydra.sweep.dir,
                                 rules=OmegaConf.to_container(rules, resolve=True) if rules is not None else None)

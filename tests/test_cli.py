@@ -90,6 +90,23 @@ def test_help_lists_the_stages_groups_sweeps_and_model_ref(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_top_level_setting_can_be_set_on_the_command_line(compose_config):
+    """A top-level key that shares its name with a config group (conf/NAME/) is read by Hydra
+    as a group choice: `report=true` failed with a traceback while the rules were conf/report/."""
+    from omegaconf import OmegaConf
+
+    from pgsweep.cli import config_dir
+
+    top = OmegaConf.load(Path(config_dir()) / "config.yaml")
+    scalars = {key: value for key, value in top.items() if key not in ("defaults", "hydra")
+               and not OmegaConf.is_config(value)}
+    assert {"seed", "report", "threads", "recompute"} <= set(scalars)  # a loop over nothing cannot pass
+    for key, value in scalars.items():
+        given = {True: "false", False: "true"}.get(value) if isinstance(value, bool) else \
+            str(value + 1) if isinstance(value, int) else "another"
+        assert str(compose_config(f"{key}={given}")[key]).lower() == given, key
+
+
 def _model_file(folder: Path) -> Path:
     """A digits thesis convnet with random weights, recording the default digits split as its data."""
     from pgsweep.context import data_provenance

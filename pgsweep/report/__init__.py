@@ -4,7 +4,7 @@
     python -m pgsweep.report PARENT_RUN_ID --summary --markdown FILE   # the summary table alone
 
 The report reads the jobs' logged metrics and tables back through pgsweep.tracking (nothing
-is recomputed; results.py), judges each claim by the rules of conf/report/default.yaml
+is recomputed; results.py), judges each claim by the rules of conf/report_rules/default.yaml
 (claims/, verdicts.py, rules.py), writes report.md (figures beside it in figures/) and a
 self-contained report.html (document.py), and logs both to the parent run as
 report/report.md and report/report.html. The same store and rules give the same text.

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Regenerate the thesis report of a multirun from its logged results (no recomputation).")
     parser.add_argument("parent_run_id", help="the multirun's parent MLflow run id")
     parser.add_argument("rules", nargs="*", metavar="RULE=VALUE",
-                        help="override a rule of conf/report/default.yaml, e.g. knockout.area_margin=0.2")
+                        help="override a rule of conf/report_rules/default.yaml, e.g. knockout.area_margin=0.2")
     parser.add_argument("--tracking-uri", default=None,
                         help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     parser.add_argument("--out", default=None, help="folder for report.md, report.html, figures/ "

@@ -193,7 +193,7 @@ def thesis_report(jobs, parent_run_id: str, rules, command: str) -> tuple[Docume
     doc.paragraph(f"Multirun `{parent_run_id}`: {len(jobs)} models (seeds {', '.join(map(str, seeds))} x "
                   f"{' and '.join(splits)} split; {'/'.join(map(str, epochs))} epochs), from `{command}`. Every "
                   "number below is read from the jobs' logged metrics and tables or from the report's rules "
-                  f"(`conf/report/default.yaml`); regenerate with `python -m pgsweep.report {parent_run_id}` "
+                  f"(`conf/report_rules/default.yaml`); regenerate with `python -m pgsweep.report {parent_run_id}` "
                   "(rules as `key=value` after the id).")
     if departs:
         doc.paragraph(f"*This run departs from the thesis's setup:* {departs}. Each verdict repeats it.")

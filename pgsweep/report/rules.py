@@ -1,4 +1,4 @@
-"""The report's rules (conf/report/default.yaml) with command-line overrides, checked before
+"""The report's rules (conf/report_rules/default.yaml) with command-line overrides, checked before
 any work: a malformed value is one ConfigError line."""
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ _LIMITS: dict[str, tuple[str, float, float]] = {
 
 
 def rules_file() -> Path:
-    """conf/report/default.yaml, inside an installed wheel or the source tree."""
+    """conf/report_rules/default.yaml, inside an installed wheel or the source tree."""
     from pgsweep.cli import config_dir
 
-    return Path(config_dir()) / "report" / "default.yaml"
+    return Path(config_dir()) / "report_rules" / "default.yaml"
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def load_rules(overrides: Sequence[str] = (), base: Mapping | None = None) -> Ru
             raise ConfigError(f"report rule '{override}' is not KEY=VALUE (e.g. knockout.area_margin=0.2)")
         known = OmegaConf.select(defaults, key, default=None)
         if known is None or OmegaConf.is_config(known):
-            raise ConfigError(f"unknown report rule '{key}'; sections: {', '.join(defaults)} (conf/report/default.yaml)")
+            raise ConfigError(f"unknown report rule '{key}'; sections: {', '.join(defaults)} (conf/report_rules/default.yaml)")
         try:
             config = OmegaConf.merge(config, OmegaConf.from_dotlist([f"{key}={value}"]))
         except Exception as error:  # noqa: BLE001  (OmegaConf's grammar errors)

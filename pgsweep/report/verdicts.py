@@ -48,7 +48,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Statistics:
-    """The rules every interval follows (conf/report/default.yaml: statistics)."""
+    """The rules every interval follows (conf/report_rules/default.yaml: statistics)."""
 
     confidence: float = 0.95
     bootstrap: int = 2000

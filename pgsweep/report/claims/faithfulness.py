@@ -1,6 +1,6 @@
 """Beyond the thesis: which filter score predicts what knocking out filters does, across the models.
 
-Three questions, each judged by a stated rule (conf/report/default.yaml: faithfulness) on every
+Three questions, each judged by a stated rule (conf/report_rules/default.yaml: faithfulness) on every
 score the models' knockouts ordered by (analysis.knockout.scores), against the oracle (each
 filter's own single-knockout rise in the class's test loss) and the model's random orders:
 
