@@ -254,3 +254,11 @@ def test_a_report_that_fails_leaves_the_parent_failed_and_exits_1(tmp_path, caps
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pgsweep:")]
     assert len(lines) == 1 and lines[0].startswith(f"pgsweep: error: the report of parent run {callback.parent_run_id} failed: ")
     assert MlflowClient(tracking.uri).get_run(callback.parent_run_id).info.status == "FAILED"
+
+
+def test_the_thesis_sweep_also_runs_as_one_job():
+    """`pgsweep +sweep=thesis` without -m has no job number; its log lines say job 0 (the
+    format's interpolation had failed with a traceback)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=thesis"], return_hydra_config=True)
+    assert cfg.hydra.job_logging.formatters.simple.format.startswith("[%(asctime)s][job 0]")
