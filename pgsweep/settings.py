@@ -71,8 +71,11 @@ class TrainSettings:
     accelerator: str = "cpu"
     # auto: only when the bar's stream (stdout) is a terminal, not into a log file or pipe
     progress_bar: str = "auto"
+    # train in channels-last memory: auto (the thesis convnet on the CPU), true or false
+    channels_last: str = "auto"
 
     def validate(self) -> None:
+        check_optimize(self.channels_last, "trainer.channels_last")
         if self.max_epochs < 1:
             raise ConfigError(f"trainer.max_epochs must be >= 1, got {self.max_epochs}")
         if self.batch_size < 1:

@@ -63,6 +63,7 @@ SOURCES = {
     "bench_knockout": ["benchmarks/bench_knockout.py"],
     "bench_adversarial": ["benchmarks/bench_adversarial.py"],
     "bench_adversarial_resnet": ["benchmarks/bench_adversarial.py"],
+    "bench_train": ["benchmarks/bench_train.py"],
     "thesis": [],
 }
 BENCHMARKS = {  # part -> (script arguments, quick arguments)
@@ -71,6 +72,7 @@ BENCHMARKS = {  # part -> (script arguments, quick arguments)
     "bench_knockout": (["benchmarks/bench_knockout.py"], ["--part", "knockout", "--rounds", "2", "--orderings", "10"]),
     "bench_adversarial": (["benchmarks/bench_adversarial.py"], ["--rounds", "2"]),
     "bench_adversarial_resnet": (["benchmarks/bench_adversarial.py", "--resnet"], ["--rounds", "2"]),
+    "bench_train": (["benchmarks/bench_train.py"], ["--rounds", "2", "--epochs", "5"]),
 }
 
 

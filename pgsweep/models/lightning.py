@@ -18,6 +18,7 @@ class ClassifierModule(pl.LightningModule):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         heldout_name: str = "val",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
@@ -26,12 +27,16 @@ class ClassifierModule(pl.LightningModule):
         self.weight_decay = weight_decay
         # the split the per-epoch held-out curve runs on: "val", or "test" when there is no val split
         self.heldout_name = heldout_name
+        # image batches in channels-last memory, as the network's weights (pgsweep.stages.train)
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         logits = self.network(images)  # (B, num_classes)
         loss = F.cross_entropy(logits, labels)
         error = (logits.argmax(dim=1) != labels).float().mean()

@@ -84,6 +84,16 @@ def _loader(images: ImageSet, indices, batch_size: int, shuffle: bool) -> DataLo
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
 
 
+def trains_channels_last(settings: TrainSettings, is_thesis: bool) -> bool:
+    """trainer.channels_last: auto is the thesis convnet on the CPU (measured there,
+    benchmarks/bench_train.py; a custom net may reshape with .view, which channels-last refuses)."""
+    word = str(settings.channels_last).lower()
+    if word != "auto":
+        return word == "true"
+    on_cpu = settings.accelerator == "cpu" or (settings.accelerator == "auto" and not torch.cuda.is_available())
+    return is_thesis and on_cpu
+
+
 def train_model(
     images: ImageSet,
     split: Split,
@@ -120,6 +130,9 @@ def train_model(
         recipe.spec().validate()
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     network = build_network(recipe)
+    channels_last = trains_channels_last(settings, recipe.is_thesis)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
     heldout_name, heldout = ("val", split.val) if len(split.val) else ("test", split.test)
     module = ClassifierModule(
         network,
@@ -127,6 +140,7 @@ def train_model(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
         heldout_name=heldout_name,
+        channels_last=channels_last,
     )
     # Lightning's deterministic=True switches torch's deterministic algorithms on for the process
     with determinism_restored():
@@ -158,7 +172,7 @@ def train_model(
                 raise KeyboardInterrupt from None
             raise
     seconds = time.perf_counter() - started
-    network = network.cpu().eval()
+    network = network.to(memory_format=torch.contiguous_format).cpu().eval()  # later stages: as built
 
     reports = split_reports(network, images, split)
     result = TrainReport(
