@@ -348,3 +348,56 @@ def test_config_builder_converts_lists_and_rejects_wrong_types():
         build(Steps, {"values": 0.5}, "s")
     with pytest.raises(ConfigError, match="unknown config key s.value;"):
         build(Steps, {"value": [1]}, "s")
+
+
+@pytest.mark.parametrize("choice, is_thesis, accelerator, expected", [
+    ("auto", True, "cpu", True), ("auto", False, "cpu", False), ("true", False, "cpu", True),
+    ("false", True, "cpu", False), (True, False, "cpu", True), ("auto", True, "gpu", False),
+])
+def test_trainer_channels_last_choice(choice, is_thesis, accelerator, expected):
+    from pgsweep.settings import TrainSettings
+    from pgsweep.stages.train import trains_channels_last
+
+    settings = TrainSettings(channels_last=choice, accelerator=accelerator)
+    settings.validate()
+    assert trains_channels_last(settings, is_thesis) is expected
+
+
+def test_trainer_channels_last_is_checked(compose_config):
+    cfg = compose_config("trainer.channels_last=sometimes")
+    with pytest.raises(ConfigError, match="trainer.channels_last must be auto, true or false, got 'sometimes'"):
+        run_pipeline(cfg)
+
+
+def test_channels_last_training_reaches_the_layers_is_repeatable_and_hands_back_contiguous_weights():
+    from pgsweep.data import load_digits, stratified_split
+    from pgsweep.models.spec import ConvNetSpec
+    from pgsweep.settings import TrainSettings
+    from pgsweep.stages.train import train_model
+
+    images = load_digits(image_size=24)
+    split = stratified_split(images.labels.numpy(), images.content_ids, images.class_names, 0.25, 0.0, 0)
+    spec = ConvNetSpec(num_classes=10, input_size=24, kernel_size=3)
+    seen: list[bool] = []  # per training batch: was conv2's input (5 maps) in channels-last memory?
+
+    def note_layout(module, inputs):
+        x = inputs[0]
+        if module.training:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
+    weights = {}
+    for run, choice in (("a", "true"), ("b", "true"), ("off", "false")):
+        seen.clear()
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(
+            lambda module, inputs: note_layout(module, inputs) if module.__class__ is torch.nn.Conv2d
+            and module.in_channels == 5 else None)
+        try:
+            model, _ = train_model(images, split, spec, TrainSettings(max_epochs=1, progress_bar="false",
+                                                                      channels_last=choice))
+        finally:
+            handle.remove()
+        assert seen and all(seen) if choice == "true" else seen and not any(seen), (run, seen[:3])
+        assert all(p.is_contiguous() for p in model.network.parameters())  # later stages get the net as built
+        weights[run] = model.network.state_dict()
+    for name in weights["a"]:
+        assert torch.equal(weights["a"][name], weights["b"][name]), name  # seeded: the same weights again
