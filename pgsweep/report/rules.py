@@ -88,7 +88,8 @@ def load_rules(overrides: Sequence[str] = (), base: Mapping | None = None) -> Ru
             raise ConfigError(f"report rule '{override}' is not KEY=VALUE (e.g. knockout.area_margin=0.2)")
         known = OmegaConf.select(defaults, key, default=None)
         if known is None or OmegaConf.is_config(known):
-            raise ConfigError(f"unknown report rule '{key}'; sections: {', '.join(defaults)} (conf/report_rules/default.yaml)")
+            raise ConfigError(f"unknown report rule '{key}'; sections: {', '.join(defaults)} "
+                              "(conf/report_rules/default.yaml)")
         try:
             config = OmegaConf.merge(config, OmegaConf.from_dotlist([f"{key}={value}"]))
         except Exception as error:  # noqa: BLE001  (OmegaConf's grammar errors)
