@@ -189,13 +189,14 @@ def _make_copy(network: nn.Module, example: torch.Tensor, keep: set[str], parame
     try:
         with torch.no_grad():
             expected = network(x)
-        # with gradients too: autograd refuses an in-place ReLU that overwrote what a backward needs
+        # with gradients too: autograd refuses an in-place ReLU that overwrote what a backward needs.
+        # Only the input's gradient: a .backward() into the copy's weights' .grad crashed the
+        # process (abort or segfault) now and then on an AVX2 CPU under pytest-xdist
         with torch.enable_grad():
             probe = channels_last(x).clone().requires_grad_(True)
             got = fast(probe)
-            got.sum().backward()
+            torch.autograd.grad(got.sum(), probe)
         got = got.detach()
-        fast.zero_grad(set_to_none=True)
     except Exception as error:  # noqa: BLE001  (a custom forward may reject channels-last: .view, ...)
         log.info("%s: its fast copy (channels-last) fails (%s: %s); using the network as it is",
                  type(network).__name__, type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
