@@ -231,3 +231,64 @@ def test_each_sweep_shard_records_whether_it_used_the_copy(tmp_path):
         run_sweep(job, store, RaySettings(enabled=False), progress=False)
         records = store.finished()
         assert len(records) == 2 and all(r["inference_copy_used"] is expected for r in records.values())
+
+
+class _DoubledGradientOnBrightChannelsLast(torch.autograd.Function):
+    """The identity forward; backward doubles the gradient of a channels-last input's bright images."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.bright = (x.flatten(1).mean(1) > 0.5).view(-1, 1, 1, 1) if _memory_differs(x) else None
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad if ctx.bright is None else torch.where(ctx.bright, grad * 2, grad)
+
+
+class _WrongGradientCopyOnBrightImages(nn.Module):
+    """A net whose copy is right on dark images and wrong on bright ones: a check on a sample of
+    images decides by which images it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _resnet_with_statistics(3)
+
+    def forward(self, x):
+        return self.net(_DoubledGradientOnBrightChannelsLast.apply(x))
+
+
+def test_every_shard_checks_the_copy_on_the_grids_first_images_whichever_a_process_runs_first():
+    """The copy's verdict is kept per process; on Ray each worker meets the shards in its own
+    order. Checked on each shard's own images, a worker whose first shard is bright would run
+    every later shard on the network and one whose first is dark on the copy: the same grid,
+    other tables. Checked on the grid's first images, the order does not matter."""
+    from pgsweep.models.checkpoint import TrainedModel
+    from pgsweep.models.spec import ModelRecipe
+    from pgsweep.sweep.grid import SweepJob
+
+    torch.manual_seed(0)
+    images = torch.cat([torch.rand(8, 3, 16, 16) * 0.4, 0.6 + torch.rand(8, 3, 16, 16) * 0.4])  # dark, then bright
+    recipe = ModelRecipe("pgsweep.testing.models.small_resnet", {"width": 8}, num_classes=6, in_channels=3,
+                         input_size=16)
+    model = TrainedModel(small_resnet(num_classes=6, width=8), tuple("abcdef"), recipe=recipe)  # the job's key only
+    job = SweepJob(model, images, torch.arange(16) % 6, tuple(range(16)), (1, 2), (0.5, 2.0),
+                   Perturbation("softmax", "l2"), None, images_per_shard=8, targets_per_shard=2)
+    dark, bright = job.pieces()
+
+    def tables(order):
+        network = _WrongGradientCopyOnBrightImages().eval()  # a fresh process's network: nothing decided yet
+        return {shard.index: job.run(shard, network) for shard in order}
+
+    forward, backward = tables([dark, bright]), tables([bright, dark])
+    for index in (dark.index, bright.index):
+        assert forward[index].attrs["inference_copy_used"] is backward[index].attrs["inference_copy_used"] is True
+        pd.testing.assert_frame_equal(forward[index], backward[index])
+
+    # each block checked on its own images (evaluate_block's default) depends on the order: what the test guards
+    def own_images(order):
+        network = _WrongGradientCopyOnBrightImages().eval()
+        return [evaluate_block(network, images[s.start:s.stop], job.labels[s.start:s.stop], range(s.start, s.stop),
+                               s.targets, job.steps, job.perturbation).attrs["inference_copy_used"] for s in order]
+
+    assert own_images([dark, bright]) == [True, True] and own_images([bright, dark]) == [False, False]

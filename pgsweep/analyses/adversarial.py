@@ -380,6 +380,7 @@ def evaluate_block(
     affine_prefix: str | None = None,
     batch_size: int = 64,
     optimize: str = "auto",
+    check_on: tuple[torch.Tensor, Sequence[int]] | None = None,
 ) -> pd.DataFrame:
     """Every (image, target, step) point of one block of the grid, as a table.
 
@@ -390,6 +391,9 @@ def evaluate_block(
     confidences are softmax probabilities whatever `output` the gradient was of.
     optimize (auto: on the CPU): gradients and steps run on the network's inference copy
     (pgsweep.analyses.inference), checked against the network first; false: on the network.
+    check_on: (images, targets) the copy is checked on, default this block's first 8 images
+    at its targets. The verdict is kept per process, so a grid cut into blocks passes the
+    same ones to every block: then no block's result depends on which ran first where.
     """
     perturbation.validate()
     steps = check_steps(steps)
@@ -398,10 +402,12 @@ def evaluate_block(
     targets, copy_used = [int(t) for t in targets], False
     if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
         images = images.to(parameter.device, parameter.dtype)
-        check = CopyCheck(f"input gradients d y/d x of the {perturbation.output} at targets {list(targets)}",
-                          lambda net, x: input_gradients(net, x, targets, perturbation.output))
+        example, check_targets = (images[:8], targets) if check_on is None else check_on
+        check_targets = [int(t) for t in check_targets]
+        check = CopyCheck(f"input gradients d y/d x of the {perturbation.output} at targets {check_targets}",
+                          lambda net, x: input_gradients(net, x, check_targets, perturbation.output))
         given = network
-        network, images = on_inference_copy(network, images, (), optimize, check)
+        network, images = on_inference_copy(network, images, (), optimize, check, example)
         copy_used = network is not given
     batch = images.shape[0]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None

@@ -97,10 +97,13 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
 
 
 def on_inference_copy(network: nn.Module, images: torch.Tensor, keep: Sequence[str] = (),
-                      optimize: str = "auto", check: CopyCheck | None = None) -> tuple[nn.Module, torch.Tensor]:
+                      optimize: str = "auto", check: CopyCheck | None = None,
+                      example: torch.Tensor | None = None) -> tuple[nn.Module, torch.Tensor]:
     """(the network's inference copy, the images in its memory layout), or both as they are.
-    The copy was used when the first returned is not `network`."""
-    fast = inference_copy(network, images[:8], keep, optimize, check)
+    The copy was used when the first returned is not `network`. example: the images the copy
+    is checked on (default: the first 8 of `images`); a job cut into pieces passes the same
+    ones to every piece, so every process decides the same way."""
+    fast = inference_copy(network, images[:8] if example is None else example, keep, optimize, check)
     return (network, images) if fast is None else (fast, channels_last(images))
 
 

@@ -21,6 +21,9 @@ from pgsweep.analyses.adversarial import Perturbation, evaluate_block
 from pgsweep.models.checkpoint import TrainedModel
 
 SORT = ["image", "target", "step_index"]
+# every shard checks the inference copy on the grid's first images at all its targets: the
+# verdict is kept per worker process, and must not depend on which shard a worker got first
+COPY_CHECK_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class SweepJob:
             network if network is not None else self.network(),
             self.images[rows], self.labels[rows], self.image_ids[rows], shard.targets,
             self.steps, self.perturbation, self.affine_prefix, self.batch_size, self.optimize,
+            check_on=(self.images[:COPY_CHECK_IMAGES], self.targets),
         )
 
     def gather(self, tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
