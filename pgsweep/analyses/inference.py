@@ -5,7 +5,8 @@ where nothing else reads their input.
 Same function, other rounding: its logits agree with the network's to about 1e-7 of
 their size. The knockout and the adversarial sweep, which run a network once per
 (ordering, step) or (image, target, step), use it by default on the CPU; each checks the
-copy against the network first on its own images and on what it takes from the copy (a
+copy against the network first on fixed images (the sweep: the grid's first, for every
+shard) and on what it takes from the copy (a
 `CopyCheck`: the sweep's input gradients at its targets, the knockout's logits with a
 filter zeroed), and keeps the network where the copy fails or disagrees (one logged line
 says why). Each reports whether it used the copy (a run param, a shard's metadata).
