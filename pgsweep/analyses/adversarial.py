@@ -28,7 +28,7 @@ import torch
 from torch import fx, nn
 
 from pgsweep.analyses.graph import GraphReplay, traced
-from pgsweep.analyses.inference import CopyCheck, on_inference_copy
+from pgsweep.analyses.inference import CopyCheck, channels_last, on_inference_copy
 from pgsweep.errors import QueryError
 from pgsweep.models.convnet import Standardize
 from pgsweep.analyses.choices import STEP_KINDS, Perturbation, check_steps  # noqa: F401  (the analysis's names)
@@ -368,6 +368,19 @@ def plan_agrees(plan: StepPlan, network: nn.Module, images: torch.Tensor, direct
 
 # ---------------------------------------------------------------- evaluating a block
 
+def network_for_steps(network: nn.Module, example: torch.Tensor, targets: Sequence[int], output: str,
+                      optimize: str = "auto") -> nn.Module:
+    """The network a block of the sweep runs on: its inference copy where `optimize` allows
+    one and the copy's input gradients d y/d x at `targets` agree with the network's on
+    `example` (pgsweep.analyses.inference), else the network itself. The verdict is kept
+    per (network, targets) in the process."""
+    targets = [int(t) for t in targets]
+    check = CopyCheck(f"input gradients d y/d x of the {output} at targets {targets}",
+                      lambda net, x: input_gradients(net, x, targets, output))
+    network, _ = on_inference_copy(network, example, (), optimize, check, example)
+    return network
+
+
 @torch.no_grad()
 def evaluate_block(
     network: nn.Module,
@@ -403,12 +416,11 @@ def evaluate_block(
     if parameter is not None:  # a network on a GPU gets its images there; tables come back on the CPU
         images = images.to(parameter.device, parameter.dtype)
         example, check_targets = (images[:8], targets) if check_on is None else check_on
-        check_targets = [int(t) for t in check_targets]
-        check = CopyCheck(f"input gradients d y/d x of the {perturbation.output} at targets {check_targets}",
-                          lambda net, x: input_gradients(net, x, check_targets, perturbation.output))
         given = network
-        network, images = on_inference_copy(network, images, (), optimize, check, example)
+        network = network_for_steps(network, example, check_targets, perturbation.output, optimize)
         copy_used = network is not given
+        if copy_used:
+            images = channels_last(images)
     batch = images.shape[0]
     clip = (perturbation.clip_min, perturbation.clip_max) if perturbation.clip else None
     with torch.enable_grad():

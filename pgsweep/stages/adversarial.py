@@ -105,8 +105,9 @@ def _sweep(ctx, settings: AdversarialSettings, ray: RaySettings, images, labels,
 
 
 def _copy_used(store: ShardStore) -> bool | str:
-    """Whether the shards ran on the inference copy: true, false, or "some" (the copy's check
-    is per target set, so shards of one sweep may differ)."""
+    """Whether the shards ran on the inference copy: true, false, or "some" (every shard checks
+    the copy on the same images and targets, but a resumed sweep may hold shards that another
+    machine, rounding otherwise, computed)."""
     used = {record["inference_copy_used"] for record in store.finished().values() if "inference_copy_used" in record}
     return used.pop() if len(used) == 1 else ("some" if used else "unknown")
 
