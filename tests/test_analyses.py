@@ -171,6 +171,27 @@ def test_fast_knockout_equals_the_per_step_loop_exactly(convnet):
     np.testing.assert_allclose(whole.losses, on_copy.losses, rtol=1e-5)
 
 
+def test_a_layers_mask_goes_after_its_pooling_but_never_past_another_knocked_layer(convnet):
+    """A step on act1 need not pool act1's maps again: a zeroed channel pools to zero. The
+    mask moves past the channel-wise modules (act, pool) to the next mixing one, and stops at
+    a layer that is itself knocked; either way the replay equals the loop bit for bit."""
+    from pgsweep.analyses.knockout.replay import _segments
+
+    net, images, labels, units = convnet
+    segments, tail = _segments(net, units.layers)
+    assert [type(segment[-1]) for segment in segments] == [nn.MaxPool2d] * 3  # act_j's mask after pool_j
+    assert type(tail[0]) is nn.Flatten
+    both = find_units(net, ["act1", "pool1", "act2"], images)  # pool1 knocked too: act1's mask stays before it
+    segments, _ = _segments(net, both.layers)
+    assert [type(segment[-1]) for segment in segments] == [nn.Tanh, nn.MaxPool2d, nn.MaxPool2d]
+    for layers_units in (units, both):
+        orders = random_orders(layers_units.total, 5, 1)
+        fast = knockout_predictions(net, images, labels, layers_units, orders, image_chunk=8, optimize="false")
+        loop = knockout_predictions_loop(net, images, labels, layers_units, orders, image_chunk=8, optimize="false")
+        assert np.array_equal(fast.predictions, loop.predictions)
+        assert np.array_equal(fast.losses, loop.losses)
+
+
 def test_masks_never_leak_between_orderings_classes_or_calls(convnet):
     net, images, labels, units = convnet
     with torch.no_grad():

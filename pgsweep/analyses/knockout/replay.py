@@ -7,11 +7,12 @@ step s the first s units of the ordering are zeroed.
 Three paths, one answer. For a network that is an nn.Sequential with the knocked layers
 among its children, each step recomputes only from the layer whose mask changed, reusing
 the outputs of the layers before it (they cannot change), and the unmasked first
-pass is shared by every ordering. Any other network torch.fx can trace (residual
+pass is shared by every ordering; a layer's mask applies after the channel-wise modules
+that follow it (its pooling: a zeroed channel pools to zero), so a step skips them. Any other network torch.fx can trace (residual
 blocks included) replays its graph node by node, rerunning only the nodes downstream
 of the changed layer (pgsweep.analyses.graph); one that does not trace takes the loop.
 The results equal the plain per-step loop (`knockout_predictions_loop`) bit for bit:
-same modules, same order of operations.
+same modules, same order of operations on every value that is not zero.
 
 By default (on the CPU) both run on the network's inference copy (pgsweep.analyses.inference:
 batch norm folded, channels-last memory), checked against the network first: the same
@@ -86,7 +87,8 @@ def _check_orders(orders: np.ndarray, units: Units, steps: int | None) -> tuple[
 
 
 def _segments(network: nn.Module, layers: Sequence[str]) -> tuple[list[nn.Sequential], nn.Sequential] | None:
-    """Split a Sequential network right after each knocked layer; None if it is not one."""
+    """Split a Sequential network after each knocked layer and the channel-wise modules that
+    follow it (its activation, its pooling), where its mask goes; None if it is not one."""
     if not isinstance(network, nn.Sequential):
         return None
     children = list(network.named_children())
@@ -97,10 +99,26 @@ def _segments(network: nn.Module, layers: Sequence[str]) -> tuple[list[nn.Sequen
     if positions != sorted(positions):
         raise QueryError(f"layers {list(layers)} must be listed in forward order")
     segments, start = [], 0
-    for position in positions:
-        segments.append(nn.Sequential(*[m for _, m in children[start : position + 1]]))
-        start = position + 1
+    for i, position in enumerate(positions):
+        # the mask moves past the channel-wise modules after the layer (a zeroed channel stays
+        # zero through them, the others are computed as before): a step then skips them
+        end, limit = position, positions[i + 1] if i + 1 < len(positions) else len(children)
+        while end + 1 < limit and _keeps_zero_channels(children[end + 1][1]):
+            end += 1
+        segments.append(nn.Sequential(*[m for _, m in children[start : end + 1]]))
+        start = end + 1
     return segments, nn.Sequential(*[m for _, m in children[start:]])
+
+
+# modules whose every output channel is computed from the same input channel alone and is
+# all zero where that channel is (pooling with its -inf padding too)
+_CHANNEL_WISE = (nn.Tanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity,
+                 nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                 nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
+
+
+def _keeps_zero_channels(module: nn.Module) -> bool:
+    return type(module) in _CHANNEL_WISE and not getattr(module, "return_indices", False)
 
 
 def _channel_mask(size: int, ndim: int, knocked: Sequence[int], like: torch.Tensor) -> torch.Tensor:
