@@ -103,3 +103,41 @@ def test_bad_model_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ModelError, match="not a pgsweep model"):
         TrainedModel.load(tmp_path / "other.pt")
+
+
+def test_the_training_module_logs_each_epochs_means_over_its_images_once_per_epoch():
+    """Uneven batches (4, 4, 2) and a learning rate of 0: every epoch's train and held-out
+    loss and error are the means over all images of the fixed network's, once per epoch."""
+    import pytorch_lightning as pl
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pgsweep.models.lightning import ClassifierModule
+    from pgsweep.stages.common import quiet_lightning
+
+    quiet_lightning()
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    images, labels = torch.randn(10, 1, 3, 4), torch.arange(10) % 3
+    with torch.no_grad():
+        logits = network(images)
+    want_loss = float(F.cross_entropy(logits, labels))
+    want_error = float((logits.argmax(1) != labels).float().mean())
+    seen = []
+
+    class Epochs(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            seen.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    module = ClassifierModule(network, learning_rate=0.0, heldout_name="test")
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         callbacks=[Epochs()])
+    data = TensorDataset(images, labels)
+    trainer.fit(module, DataLoader(data, batch_size=4), DataLoader(data, batch_size=3))
+    assert len(seen) == 2
+    for metrics in seen:
+        assert set(metrics) == {"train_loss", "train_error", "test_loss", "test_error"}
+        for stage in ("train", "test"):
+            assert metrics[f"{stage}_loss"] == pytest.approx(want_loss, rel=1e-6)
+            assert metrics[f"{stage}_error"] == pytest.approx(want_error)
