@@ -116,6 +116,25 @@ def test_within_between_sees_a_class_pattern_and_its_permutation_test_fits():
     assert consistency.sign_flip_p([0.1, 0.2, 0.3]) == pytest.approx(1 / 8)
 
 
+
+def test_the_permutation_tests_batched_statistic_is_each_shuffles_own_and_its_p_counts_them():
+    """The permutation test computes every shuffle's within - between in one product: each must
+    equal within_between on that shuffle's labels, and p count the shuffles at or above."""
+    rng = np.random.default_rng(3)
+    labels = np.array([7, 2, 2, 9, 7, 9, 2, 7, 9, 9, 2])  # uneven classes, labels not 0..K-1
+    vectors = rng.normal(size=(11, 6)) + 0.4 * (labels[:, None] == 2)
+    corr = consistency.correlations(vectors)
+    classes, codes = np.unique(labels, return_inverse=True)
+    shuffles = [rng.permutation(labels) for _ in range(25)]
+    batched = consistency._within_minus_between(
+        corr, np.stack([np.searchsorted(classes, shuffle) for shuffle in shuffles]), len(classes))
+    one_by_one = [consistency.within_between(vectors, shuffle) for shuffle in shuffles]
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
+    draws = np.random.default_rng(5)
+    observed = consistency.within_between(vectors, labels)
+    hits = sum(consistency.within_between(vectors, draws.permutation(labels)) >= observed - 1e-12 for _ in range(99))
+    assert consistency.permutation_p(vectors, labels, 99, 5) == pytest.approx((hits + 1) / 100)
+
 # ---------------------------------------------------------------- 4a-4f: knockout
 
 def _pairs(models: int = 5, identities: int = 4, pg: float = 0.0, random: float = 0.0, intact: float = 0.1,
