@@ -188,6 +188,9 @@ class RankSettings:
 MODEL_SEED = "model"
 
 
+CLASS_FIGURES = ("all", "thesis", "none")
+
+
 @dataclass(frozen=True)
 class KnockoutSettings:
     classes: tuple[str, ...] = (ALL_CLASSES,)
@@ -198,9 +201,13 @@ class KnockoutSettings:
     optimize: str = "auto"  # replay on the network's inference copy: auto (on the CPU), true, false
     scores: tuple[str, ...] = DEFAULT_KNOCKOUT_SCORES  # each one's strongest- and weakest-first orders
     max_steps: int = 64  # knockouts replayed per ordering: the first N (the thesis convnet's 23 in full)
+    class_figures: str = "all"  # a knockout/class_<name>.png for: all (each class), thesis (Figures 4.1-4.2's), none
 
     def validate(self) -> None:
         check_optimize(self.optimize, "analysis.knockout.optimize")
+        if self.class_figures not in CLASS_FIGURES:
+            raise ConfigError(f"analysis.knockout.class_figures must be one of {', '.join(CLASS_FIGURES)}, "
+                              f"got '{self.class_figures}'")
         if self.max_steps < 1:
             raise ConfigError(f"analysis.knockout.max_steps must be >= 1, got {self.max_steps}")
         if self.after > self.max_steps:

@@ -198,6 +198,25 @@ def test_model_ref_with_other_classes_or_a_class_without_test_images(analysed, y
     assert _runs(store) == before
 
 
+
+def test_knockout_class_figures_all_thesis_or_none(analysed):
+    """class_figures picks which classes get a class_<name>.png; the curves table keeps them all.
+    On the digits (no thesis identities) `thesis` means the first five of the knocked-out classes."""
+    store, first = analysed
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    classes = "analysis.knockout.classes=[0,1,2,3,4,5,6]"
+    for choice, drawn in (("thesis", {0, 1, 2, 3, 4}), ("none", set())):
+        cfg = _compose(store, "stages=[knockout]", f"model_ref={first.run_id}", classes,
+                       "analysis.knockout.random_orderings=2", f"analysis.knockout.class_figures={choice}")
+        run_id = run_pipeline(cfg).run_id
+        names = _artifacts(client, run_id, "knockout")
+        assert {n for n in names if n.startswith("class_")} == {f"class_{c}.png" for c in drawn}, choice
+        assert {"thesis_class_error.png", "thesis_overall_error.png"} <= names
+        assert set(_table(client, run_id, "knockout/curves.parquet")["class"]) == set(range(7))
+    with pytest.raises(ConfigError, match="analysis.knockout.class_figures must be one of all, thesis, none"):
+        run_pipeline(_compose(store, "stages=[knockout]", f"model_ref={first.run_id}",
+                              "analysis.knockout.class_figures=some"))
+
 # ---------------------------------------------------------------- the knockout on a bigger net: budget, plan, progress
 
 def test_knockout_on_a_residual_net_shows_progress_an_estimate_and_keeps_to_its_step_budget(capsys, caplog):

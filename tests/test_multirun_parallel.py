@@ -78,6 +78,8 @@ def test_the_thesis_sweep_runs_its_jobs_side_by_side_on_one_thread_each(tmp_path
     assert cfg.hydra.launcher._target_ == JOBLIB and cfg.hydra.launcher.n_jobs == -1  # every core
     assert len(settings) == 10 and {s.threads for s in settings} == {1}
     assert {s.resolved["ray"]["enabled"] for s in settings} == {False}
+    # per-class knockout figures for the report's five identities only (the curves keep every class)
+    assert {s.resolved["analysis"]["knockout"]["class_figures"] for s in settings} == {"thesis"}
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         basic = compose("config", overrides=["+sweep=thesis", "hydra/launcher=basic"], return_hydra_config=True)
     assert basic.hydra.launcher._target_.endswith("BasicLauncher")  # the command line wins over the sweep

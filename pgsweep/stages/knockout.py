@@ -329,10 +329,11 @@ def run(ctx) -> None:
                     metrics[f"knockout/{row['score']}/{curve}_after_{after}_{direction}/{label}"] = row[column]
     tracker.log_metrics(metrics)
 
-    for c in classes:
+    shown = plots.thesis_classes(ctx.images.class_names, classes)
+    drawn = {"all": classes, "thesis": shown, "none": []}[settings.knockout.class_figures]
+    for c in drawn:
         figure = plots.knockout_curves(curves[curves["class"] == c], pg)
         tracker.log_figure(figure, f"knockout/class_{metric_name(ctx.images.class_names[c])}.png")
-    shown = plots.thesis_classes(ctx.images.class_names, classes)
     tracker.log_figure(plots.thesis_knockout(curves, pg, "class_error", shown), "knockout/thesis_class_error.png")
     tracker.log_figure(plots.thesis_knockout(curves, pg, "overall_error", shown),
                        "knockout/thesis_overall_error.png")
