@@ -135,6 +135,7 @@ def test_the_permutation_tests_batched_statistic_is_each_shuffles_own_and_its_p_
     hits = sum(consistency.within_between(vectors, draws.permutation(labels)) >= observed - 1e-12 for _ in range(99))
     assert consistency.permutation_p(vectors, labels, 99, 5) == pytest.approx((hits + 1) / 100)
 
+
 # ---------------------------------------------------------------- 4a-4f: knockout
 
 def _pairs(models: int = 5, identities: int = 4, pg: float = 0.0, random: float = 0.0, intact: float = 0.1,
@@ -169,6 +170,18 @@ KNOCKOUT_CASES = {
                          [(key, *case) for key, cases in KNOCKOUT_CASES.items() for case in cases])
 def test_knockout_verdicts_against_the_random_orders(key, shift, level, expected):
     assert knockout.verdict(key, _pairs(pg=shift, random=level), RULES).outcome == expected
+
+
+def test_knockout_intervals_do_not_depend_on_the_run_ids():
+    """The bootstrap resamples models by position: the models must stay in the jobs' order
+    (split, seed), not be sorted by their random MLflow run ids, or the same tables give
+    other intervals in another run of the same command."""
+    table = _pairs(pg=0.1, random=0.4, noise=0.05, seed=2)
+    renamed = table.assign(run=table["run"].map(dict(zip(["r0", "r1", "r2", "r3", "r4"],
+                                                         ["f3", "0a", "c7", "21", "9e"]))))
+    for key in KNOCKOUT_CASES:
+        assert knockout.verdict(key, renamed, RULES).reason == knockout.verdict(key, table, RULES).reason, key
+    assert knockout.verdict_robust(renamed, RULES).reason == knockout.verdict_robust(table, RULES).reason
 
 
 @pytest.mark.parametrize("key", list(KNOCKOUT_CASES))

@@ -195,9 +195,9 @@ def _over_models(table: pd.DataFrame, scores: list[str], rules: Rules,
         measures = {
             "spearman_oracle": per_model(table, score) if score != ORACLE else pd.Series(1.0, index=pairs["run"].unique()),
             "class_error_strongest_vs_random":
-                (pairs.class_error_after_strongest - pairs.class_error_after_random).groupby(pairs["run"]).mean(),
+                (pairs.class_error_after_strongest - pairs.class_error_after_random).groupby(pairs["run"], sort=False).mean(),
             "overall_error_weakest_vs_random":
-                (pairs.overall_error_after_weakest - pairs.overall_error_after_random).groupby(pairs["run"]).mean(),
+                (pairs.overall_error_after_weakest - pairs.overall_error_after_random).groupby(pairs["run"], sort=False).mean(),
         }
         row = {"score": score, "after": rules["knockout"]["after"]}
         for name, values in measures.items():

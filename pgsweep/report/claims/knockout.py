@@ -168,7 +168,7 @@ def verdict(key: str, table: pd.DataFrame, rules: Rules) -> Verdict:
     reason = gate(table, rules)
     if reason:
         return Verdict(INCONCLUSIVE, rule, reason)
-    interval = bootstrap_mean(per_pair.groupby(table["run"]).mean(), stats)
+    interval = bootstrap_mean(per_pair.groupby(table["run"], sort=False).mean(), stats)
     outcome, why = effect_verdict(interval, margin, stats, bool(holds), f"not {holds_text}")
     return Verdict(outcome, rule, "; ".join(p for p in (f"effect {interval.text()}", why) if p))
 
@@ -184,7 +184,7 @@ def verdict_robust(table: pd.DataFrame, rules: Rules) -> Verdict:
     if reason:
         return Verdict(INCONCLUSIVE, rule, reason)
     rise = table.class_error_few_strongest - table.class_error_0
-    interval = bootstrap_mean(rise.groupby(table["run"]).mean(), stats)
+    interval = bootstrap_mean(rise.groupby(table["run"], sort=False).mean(), stats)
     reason = too_few(interval, stats)
     if reason:
         return Verdict(INCONCLUSIVE, rule, reason)
@@ -221,14 +221,14 @@ def section(doc: Document, jobs: list[Job], rules: Rules) -> list[Claim]:
     effects = _effects(table, rules)
     for key, (thesis, effect, per_pair, margin_key, holds, holds_text) in effects.items():
         result = verdict(key, table, rules)
-        interval = bootstrap_mean(per_pair.groupby(table["run"]).mean(), rules.statistics)
+        interval = bootstrap_mean(per_pair.groupby(table["run"], sort=False).mean(), rules.statistics)
         c = claim(key, thesis, f"effect {interval.text()}", result, rules,
                   (*RULES[key], "knockout.max_intact_error", *INTERVAL_RULES), jobs)
         claims.append(c)
         rows.append([key, effect, interval.text(), r[margin_key], holds_text or "(none)",
                      "yes" if holds else "no" if holds_text else "", c.outcome])
     result = verdict_robust(table, rules)
-    rise = (table.class_error_few_strongest - table.class_error_0).groupby(table["run"]).mean()
+    rise = (table.class_error_few_strongest - table.class_error_0).groupby(table["run"], sort=False).mean()
     interval = bootstrap_mean(rise, rules.statistics)
     claims.append(claim("4f", f"removing {r['few']} strong filters changes little (4.2.4)",
                         f"class error rise {interval.text()}", result, rules,
