@@ -4,6 +4,7 @@
     python scripts/refresh_docs.py --part figures       # only the figures of a real digits run
     python scripts/refresh_docs.py --part bench --quick # the benchmark tables, few rounds
     python scripts/refresh_docs.py --part thesis --parent RUN_ID [--tracking-uri URI]
+    python scripts/refresh_docs.py --part bench_thesis --yale PATH   # the thesis multirun's time (tens of minutes)
     python scripts/refresh_docs.py --check              # every generated file there, unedited, current
 
 Everything lands in docs/generated/: figures under figures/, each table as a Markdown
@@ -64,6 +65,7 @@ SOURCES = {
     "bench_adversarial": ["benchmarks/bench_adversarial.py"],
     "bench_adversarial_resnet": ["benchmarks/bench_adversarial.py"],
     "bench_train": ["benchmarks/bench_train.py"],
+    "bench_thesis": ["benchmarks/bench_thesis.py"],
     "thesis": [],
 }
 BENCHMARKS = {  # part -> (script arguments, quick arguments)
@@ -159,6 +161,21 @@ def refresh_figures(manifest: dict) -> None:
     written.append(summary)
     record(manifest, "figures", written, figures_command())
     shutil.rmtree(folder)
+
+
+def refresh_bench_thesis(manifest: dict, yale: str) -> None:
+    """benchmarks/bench_thesis.py on the full thesis multirun (both launchers, tens of minutes):
+    only when asked, never in `all`. Its temporary folders are left out of the page."""
+    arguments = ["benchmarks/bench_thesis.py", "--yale", yale]
+    command = "python " + " ".join(arguments)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"refresh_docs: {command} failed:\n{(done.stderr or done.stdout)[-3000:]}")
+    printed = re.sub(r"; its log \S+", "", done.stdout.strip())
+    target = GENERATED / "bench_thesis.md"
+    target.write_text(f"{provenance(command)}\n\n```text\n{printed}\n```\n")
+    record(manifest, "bench_thesis", [target], command)
 
 
 def figures_command() -> str:
@@ -263,13 +280,15 @@ def included_files() -> set[str]:
 
 
 def part_option(part: str) -> str:
-    return "bench" if part.startswith("bench_") else part
+    return "bench" if part.startswith("bench_") and part in BENCHMARKS else part
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/refresh_docs.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "figures", "bench", "thesis"], default="all",
-                        help="all: figures and bench (thesis needs a finished multirun: --parent)")
+    parser.add_argument("--part", choices=["all", "figures", "bench", "thesis", "bench_thesis"], default="all",
+                        help="all: figures and bench (thesis needs a finished multirun: --parent; bench_thesis "
+                             "the Yale faces: --yale)")
+    parser.add_argument("--yale", help="the Yale faces folder (--part bench_thesis)")
     parser.add_argument("--quick", action="store_true", help="benchmarks with few rounds")
     parser.add_argument("--bench", nargs="+", choices=list(BENCHMARKS), help="only these benchmarks (--part bench)")
     parser.add_argument("--parent", help="the thesis multirun's parent run id (--part thesis)")
@@ -285,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         print("refresh_docs: error: --part thesis needs --parent RUN_ID (the thesis multirun's parent run)",
               file=sys.stderr)
         return 2
+    if args.part == "bench_thesis" and not args.yale:
+        print("refresh_docs: error: --part bench_thesis needs --yale PATH (the Yale faces folder)", file=sys.stderr)
+        return 2
     manifest = load_manifest()
     GENERATED.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "figures"):
@@ -293,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         refresh_bench(manifest, args.quick, args.bench)
     if args.part == "thesis":
         refresh_thesis(manifest, args.parent, args.tracking_uri)
+    if args.part == "bench_thesis":
+        refresh_bench_thesis(manifest, args.yale)
     return 0
 
 

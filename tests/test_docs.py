@@ -68,3 +68,11 @@ def test_the_check_notices_an_edited_a_missing_and_a_stale_file(tmp_path, monkey
     assert "figures/network_pg.png is missing" in problems
     assert "README.md's thesis summary differs" in problems
     assert "bench_knockout.md is stale" in problems
+
+
+def test_the_thesis_timing_part_needs_the_yale_faces_and_points_to_itself_when_stale(capsys, monkeypatch):
+    refresh = _refresh_docs()
+    assert refresh.main(["--part", "bench_thesis"]) == 2
+    assert "--part bench_thesis needs --yale PATH" in capsys.readouterr().err
+    assert refresh.part_option("bench_thesis") == "bench_thesis"  # not `--part bench`, which skips it
+    assert refresh.part_option("bench_knockout") == "bench"
