@@ -141,3 +141,35 @@ def test_the_training_module_logs_each_epochs_means_over_its_images_once_per_epo
         for stage in ("train", "test"):
             assert metrics[f"{stage}_loss"] == pytest.approx(want_loss, rel=1e-6)
             assert metrics[f"{stage}_error"] == pytest.approx(want_error)
+
+
+def test_a_loader_without_a_length_still_logs_the_epochs_means():
+    """An iterable loader has no last batch to wait for: the module logs each batch and
+    Lightning averages them, weighted by batch size, as it did before."""
+    import pytorch_lightning as pl
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from pgsweep.models.lightning import ClassifierModule
+    from pgsweep.stages.common import quiet_lightning
+
+    quiet_lightning()
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # as the pruning's fine-tuning does
+    torch.manual_seed(1)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    images, labels = torch.randn(10, 1, 3, 4), torch.arange(10) % 3
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(images, labels))
+
+    with torch.no_grad():
+        want = float(F.cross_entropy(network(images), labels))
+    module = ClassifierModule(network, learning_rate=0.0)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(module, DataLoader(Stream(), batch_size=4))
+    assert float(trainer.callback_metrics["train_loss"]) == pytest.approx(want, rel=1e-6)

@@ -35,7 +35,8 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int, batches: int) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int,
+              batches: float) -> torch.Tensor:
         images, labels = batch
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -47,6 +48,11 @@ class ClassifierModule(pl.LightningModule):
             step = torch.stack([loss.detach().double() * labels.shape[0],
                                 (logits.argmax(dim=1) != labels).sum().double(),
                                 torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=loss.device)])
+        if batches == float("inf"):  # a loader without a length: no last batch to wait for
+            size = labels.shape[0]
+            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, prog_bar=True)
+            self.log(f"{stage}_error", step[1] / size, on_step=False, on_epoch=True, batch_size=size, prog_bar=True)
+            return loss
         sums = self._sums[stage] = self._sums[stage] + step if stage in self._sums else step
         if batch_idx + 1 >= batches:
             del self._sums[stage]
@@ -65,8 +71,9 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "test", batch_idx, self._count(self.trainer.num_test_batches, dataloader_idx))
 
     @staticmethod
-    def _count(batches, dataloader_idx: int) -> int:
-        return int(batches[dataloader_idx] if isinstance(batches, (list, tuple)) else batches)
+    def _count(batches, dataloader_idx: int) -> float:
+        # Lightning's count of an epoch's batches: a list per loader, inf for a loader without a length
+        return float(batches[dataloader_idx] if isinstance(batches, (list, tuple)) else batches)
 
     def on_train_epoch_start(self) -> None:  # noqa: D102  (an interrupted epoch's sums do not carry over)
         self._sums.pop("train", None)
