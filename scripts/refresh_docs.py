@@ -166,16 +166,21 @@ def refresh_figures(manifest: dict) -> None:
 def refresh_bench_thesis(manifest: dict, yale: str) -> None:
     """benchmarks/bench_thesis.py on the full thesis multirun (both launchers, tens of minutes):
     only when asked, never in `all`. Its temporary folders are left out of the page."""
-    arguments = ["benchmarks/bench_thesis.py", "--yale", yale]
+    write_bench_page(manifest, "bench_thesis", ["benchmarks/bench_thesis.py", "--yale", yale],
+                     lambda printed: re.sub(r"; its log \S+", "", printed))
+
+
+def write_bench_page(manifest: dict, part: str, arguments: list[str], clean) -> None:
+    """Run one benchmark script from the repository root; its printout, `clean`ed, becomes
+    docs/generated/<part>.md under the line naming command, commit and machine."""
     command = "python " + " ".join(arguments)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"refresh_docs: {command} failed:\n{(done.stderr or done.stdout)[-3000:]}")
-    printed = re.sub(r"; its log \S+", "", done.stdout.strip())
-    target = GENERATED / "bench_thesis.md"
-    target.write_text(f"{provenance(command)}\n\n```text\n{printed}\n```\n")
-    record(manifest, "bench_thesis", [target], command)
+    target = GENERATED / f"{part}.md"
+    target.write_text(f"{provenance(command)}\n\n```text\n{clean(done.stdout.strip()).strip()}\n```\n")
+    record(manifest, part, [target], command)
 
 
 def figures_command() -> str:
@@ -185,21 +190,13 @@ def figures_command() -> str:
 def refresh_bench(manifest: dict, quick: bool, only: list[str] | None = None) -> None:
     # torchattacks (FGSM, a speed reference) asks for torchvision, which would replace the pinned torch
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchattacks==3.5.1"], check=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for part, (arguments, quick_arguments) in BENCHMARKS.items():
         if only and part not in only:
             continue
-        arguments = [*arguments, *(quick_arguments if quick else [])]
-        command = "python " + " ".join(arguments)
-        done = subprocess.run([sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"refresh_docs: {command} failed:\n{done.stderr[-3000:]}")
         # torchattacks prints a line per attack it builds: noise, not a result
-        printed = "\n".join(line for line in done.stdout.strip().splitlines()
-                             if not line.startswith("Attack mode is changed"))
-        target = GENERATED / f"{part}.md"
-        target.write_text(f"{provenance(command)}\n\n```text\n{printed.strip()}\n```\n")
-        record(manifest, part, [target], command)
+        write_bench_page(manifest, part, [*arguments, *(quick_arguments if quick else [])],
+                         lambda printed: "\n".join(line for line in printed.splitlines()
+                                                    if not line.startswith("Attack mode is changed")))
 
 
 def refresh_thesis(manifest: dict, parent: str, tracking_uri: str | None) -> None:

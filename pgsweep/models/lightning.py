@@ -49,17 +49,19 @@ class ClassifierModule(pl.LightningModule):
                                 (logits.argmax(dim=1) != labels).sum().double(),
                                 torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=loss.device)])
         if batches == float("inf"):  # a loader without a length: no last batch to wait for
-            size = labels.shape[0]
-            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, prog_bar=True)
-            self.log(f"{stage}_error", step[1] / size, on_step=False, on_epoch=True, batch_size=size, prog_bar=True)
+            self._log_means(stage, loss, step[1] / labels.shape[0], labels.shape[0])
             return loss
         sums = self._sums[stage] = self._sums[stage] + step if stage in self._sums else step
         if batch_idx + 1 >= batches:
             del self._sums[stage]
             loss_sum, wrong, size = sums.tolist()
-            self.log(f"{stage}_loss", loss_sum / size, on_step=False, on_epoch=True, batch_size=1, prog_bar=True)
-            self.log(f"{stage}_error", wrong / size, on_step=False, on_epoch=True, batch_size=1, prog_bar=True)
+            self._log_means(stage, loss_sum / size, wrong / size, 1)
         return loss
+
+    def _log_means(self, stage: str, loss, error, batch_size: int) -> None:
+        # Lightning averages what is logged over the epoch, weighted by batch_size
+        for name, value in (("loss", loss), ("error", error)):
+            self.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, prog_bar=True)
 
     def training_step(self, batch, batch_idx):  # noqa: D102
         return self._step(batch, "train", batch_idx, self.trainer.num_training_batches)

@@ -8,9 +8,10 @@ Three paths, one answer. For a network that is an nn.Sequential with the knocked
 among its children, each step recomputes only from the layer whose mask changed, reusing
 the outputs of the layers before it (they cannot change), and the unmasked first
 pass is shared by every ordering; a layer's mask applies after the channel-wise modules
-that follow it (its pooling: a zeroed channel pools to zero), so a step skips them. Any other network torch.fx can trace (residual
-blocks included) replays its graph node by node, rerunning only the nodes downstream
-of the changed layer (pgsweep.analyses.graph); one that does not trace takes the loop.
+that follow it (its pooling: a zeroed channel pools to zero), so a step skips them. Any
+other network torch.fx can trace (residual blocks included) replays its graph node by
+node, rerunning only the nodes downstream of the changed layer (pgsweep.analyses.graph);
+one that does not trace takes the loop.
 The results equal the plain per-step loop (`knockout_predictions_loop`) bit for bit:
 same modules, same order of operations on every value that is not zero.
 
